@@ -1,0 +1,1 @@
+"""Accounts and their API keys: who is calling, and the dependency that says so."""

@@ -1,0 +1,61 @@
+"""The authentication dependency: which account a request acts for."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy.orm import Session
+
+from dripstone.accounts import service
+from dripstone.accounts.models import Account
+from dripstone.db import AccountScope
+from dripstone.errors import Unauthorized
+from dripstone.http import read_session, write_session
+
+_TOKEN = re.compile(r"^\s*(?:Token\s+token=\"?(?P<token>[^\s\"]+)\"?|Bearer\s+(?P<bearer>\S+))\s*$")
+
+api_key_header = APIKeyHeader(
+    name="authorization",
+    auto_error=False,
+    description='"Token token=<API_KEY>" or "Bearer <API_KEY>"',
+)
+
+
+def _account(request: Request, session: Session, header: str | None) -> Account:
+    if not header:
+        raise Unauthorized("missing authorization header; send 'Token token=<API_KEY>'")
+    match = _TOKEN.match(header)
+    if match is None:
+        raise Unauthorized(
+            "malformed authorization header; send 'Token token=<API_KEY>' or 'Bearer <API_KEY>'"
+        )
+    account = service.authenticate(session, match["token"] or match["bearer"])
+    if account is None:
+        raise Unauthorized("unknown or revoked API key")
+    username = request.path_params.get("username")
+    if username is not None and username != account.username:
+        raise Unauthorized("this API key does not belong to the account in the path")
+    return account
+
+
+def write_scope(
+    request: Request,
+    session: Annotated[Session, Depends(write_session, scope="function")],
+    header: Annotated[str | None, Security(api_key_header)],
+) -> AccountScope:
+    return AccountScope(session, _account(request, session, header).id)
+
+
+def read_scope(
+    request: Request,
+    session: Annotated[Session, Depends(read_session, scope="function")],
+    header: Annotated[str | None, Security(api_key_header)],
+) -> AccountScope:
+    return AccountScope(session, _account(request, session, header).id)
+
+
+WriteScope = Annotated[AccountScope, Depends(write_scope, scope="function")]
+ReadScope = Annotated[AccountScope, Depends(read_scope, scope="function")]

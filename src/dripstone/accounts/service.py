@@ -1,0 +1,90 @@
+"""Accounts and API keys. Keys are shown once and stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dripstone import clock
+from dripstone.accounts.models import Account, ApiKey
+from dripstone.errors import Conflict, Invalid, NotFound
+from dripstone.subscribers.service import create_default_list
+
+KEY_PREFIX_LENGTH = 8
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
+_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: `secret` exists only here and is never stored."""
+
+    prefix: str
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    # Keys carry 256 bits of randomness, so a fast hash is enough; no salt or stretching needed.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_account(session: Session, username: str) -> tuple[Account, IssuedKey]:
+    """Create an account with its default list and a first API key."""
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise Invalid(
+            "username must be 2-63 characters: lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit",
+            field="username",
+        )
+    if session.scalars(select(Account).where(Account.username == username)).first():
+        raise Conflict(f"account {username!r} already exists", field="username")
+    account = Account(username=username)
+    session.add(account)
+    session.flush()
+    create_default_list(session, account.id)
+    return account, create_key(session, account)
+
+
+def get_account(session: Session, username: str) -> Account:
+    account = session.scalars(select(Account).where(Account.username == username)).first()
+    if account is None:
+        raise NotFound(f"no account named {username!r}", field="username")
+    return account
+
+
+def create_key(session: Session, account: Account) -> IssuedKey:
+    prefix = "ds_" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(KEY_PREFIX_LENGTH))
+    secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(account_id=account.id, prefix=prefix, key_hash=hash_key(secret)))
+    session.flush()
+    return IssuedKey(prefix=prefix, secret=secret)
+
+
+def list_keys(session: Session, account: Account) -> list[ApiKey]:
+    stmt = select(ApiKey).where(ApiKey.account_id == account.id).order_by(ApiKey.created_at)
+    return list(session.scalars(stmt))
+
+
+def revoke_key(session: Session, account: Account, prefix: str) -> ApiKey:
+    stmt = select(ApiKey).where(ApiKey.account_id == account.id, ApiKey.prefix == prefix)
+    key = session.scalars(stmt).first()
+    if key is None:
+        raise NotFound(f"account {account.username!r} has no key {prefix!r}", field="prefix")
+    if key.revoked_at is None:
+        key.revoked_at = clock.now()
+    return key
+
+
+def authenticate(session: Session, secret: str) -> Account | None:
+    """The account an active key belongs to, or None."""
+    stmt = (
+        select(Account)
+        .join(ApiKey, ApiKey.account_id == Account.id)
+        .where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+    )
+    return session.scalars(stmt).first()

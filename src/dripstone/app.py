@@ -1,0 +1,228 @@
+"""Builds the FastAPI application: routers under both base paths, auth, the error envelope."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dripstone import db
+from dripstone.config import Settings, load_settings
+from dripstone.errors import DripstoneError
+from dripstone.jobs import service as jobs_service
+from dripstone.jobs.api import router as jobs_router
+from dripstone.jobs.queue import configure_queue, create_consumer
+from dripstone.subscribers.api import router as subscribers_router
+
+log = logging.getLogger("dripstone.http")
+
+DOMAIN_ROUTERS = (subscribers_router, jobs_router)
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def configure_runtime(settings: Settings) -> None:
+    """Point this process at the configured database and queue."""
+    db.configure(settings.resolved_database_url)
+    configure_queue(settings.resolved_queue_url)
+    jobs_service.set_limits(
+        jobs_service.JobLimits(
+            batch_size=settings.job_batch_size,
+            lease_seconds=settings.job_lease_seconds,
+            max_attempts=settings.job_max_attempts,
+        )
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_consumer: bool = False) -> FastAPI:
+    """The API. With `run_consumer`, a queue consumer runs inside it (embedded mode)."""
+    settings = settings or load_settings()
+    configure_runtime(settings)
+    import dripstone.tasks  # noqa: F401  (registers every task and job step)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        consumer = None
+        if run_consumer:
+            jobs_service.recover_jobs(db.database())
+            consumer = create_consumer(settings.queue_workers, embedded=True)
+            consumer.start()
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                consumer.stop(graceful=True)
+
+    app = FastAPI(
+        title="Dripstone",
+        version="0.1.0",
+        summary="Self-hosted email marketing with drip campaigns; the Paubox Marketing API.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.middleware("http")(_log_request)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-Id")
+    _add_error_handlers(app)
+
+    async def _username_in_path(
+        username: str = Path(max_length=64, description="the account's API username"),
+    ) -> None:
+        """Checked against the key's account by the authentication dependency."""
+
+    orca = APIRouter(prefix="/v1/orca/{username}")
+    marketing = APIRouter(prefix="/v1/marketing")
+    for router in DOMAIN_ROUTERS:
+        orca.include_router(router, dependencies=[Depends(_username_in_path)])
+        marketing.include_router(router)
+    app.include_router(orca)
+    app.include_router(marketing)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: answers when the process serves requests."""
+        return {"status": "ok"}
+
+    return app
+
+
+def envelope(status: int, message: str, code: str | None = None, **details: Any) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={
+            "error": message,
+            "code": code or STATUS_CODES.get(status, "error"),
+            "details": details,
+        },
+    )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DripstoneError)
+    async def _domain(_request: Request, exc: DripstoneError) -> JSONResponse:
+        return envelope(exc.status, exc.message, exc.code, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return envelope(400, "the request body is not valid JSON", "malformed_json")
+        first = errors[0]
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        route = request.scope.get("route")
+        quirk = (getattr(route, "openapi_extra", None) or {}).get("x-validation-errors")
+        if quirk == "errors-list":
+            return JSONResponse(
+                {"errors": [f"{e['field']}: {e['message']}" for e in errors]}, status_code=200
+            )
+        in_body = any(e["loc"][0] == "body" for e in exc.errors() if e["loc"])
+        status, code = (422, "validation_failed") if in_body else (400, "invalid_parameter")
+        return envelope(status, message, code, field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such endpoint; API paths start with /v1/marketing/ or /v1/orca/USERNAME/"
+        return envelope(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return envelope(
+            500,
+            "internal error; the server log has the details under this request id",
+            "internal_error",
+            request_id=correlation_id.get(),
+        )
+
+
+async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    # The route template, never the concrete path: paths and queries can hold contact data.
+    log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "route": getattr(route, "path", "unmatched"),
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "request_id": correlation_id.get(),
+        },
+    )
+    return response
+
+
+class BodySizeLimit:
+    """Answers 413 for request bodies over `max_bytes`, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        # No declared length (chunked): buffer up to the limit, then replay.
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(
+            413, f"request body over the limit of {self.max_bytes} bytes", field="body"
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,112 @@
+"""Settings: one object, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("dripstone-data")
+SECRET_KEY_FILE = "secret_key"  # noqa: S105  (a file name, not a secret)
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """A setting has a value Dripstone cannot run with; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything Dripstone reads from its environment (`DRIPSTONE_*`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIPSTONE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    queue_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    log_level: Annotated[str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    queue_workers: Annotated[int, Field(ge=1, le=64)] = 2
+    job_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    job_lease_seconds: Annotated[int, Field(ge=5)] = 60
+    job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and urlsplit(value).scheme.split("+")[0] not in ("sqlite", "postgresql"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _known_queue(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("sqlite", "postgresql", "redis", "memory"):
+            raise ValueError("must start with sqlite:///, postgresql://, redis:// or memory://")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://mail.example.com")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _strong_secret(self) -> Settings:
+        if self.secret_key and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"DRIPSTONE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return _with_psycopg_driver(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'dripstone.db').resolve()}"
+
+    @cached_property
+    def resolved_queue_url(self) -> str:
+        """The queue URL, defaulting to a SQLite file beside the database."""
+        return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """The signing secret: the setting, else one generated once into the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        key_file = self.data_dir / SECRET_KEY_FILE
+        if not key_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+
+
+def _with_psycopg_driver(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a bad value into a one-line ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"DRIPSTONE_{field.upper()}" if field else "DRIPSTONE_SECRET_KEY"
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from None

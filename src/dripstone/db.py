@@ -1,0 +1,222 @@
+"""Database engine, sessions, the declarative base and the account-scoping helper."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    event,
+    select,
+)
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+from dripstone import clock
+
+READ_ONLY = "dripstone_read_only"
+AFTER_COMMIT = "dripstone_after_commit"
+
+# SQLite has no 64-bit serial type distinct from INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC without a zone (portable), always returns an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use dripstone.clock.now()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so later migrations (SQLite batch mode included) can refer to them.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class AccountOwned:
+    """Mixin for every row that belongs to one account."""
+
+    account_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class PublicId:
+    """The id clients see: a UUID string, distinct from the internal integer key."""
+
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)
+
+
+M = TypeVar("M")
+
+
+class AccountScope:
+    """Every query of account-owned rows goes through here, so no query can miss the account."""
+
+    def __init__(self, session: Session, account_id: int) -> None:
+        self.session = session
+        self.account_id = account_id
+
+    def select(self, model: type[M], *columns: Any) -> Select[Any]:
+        stmt = select(*(columns or (model,)))
+        return stmt.where(model.account_id == self.account_id)  # type: ignore[attr-defined]
+
+    def by_uuid(self, model: type[M], public_id: str) -> M | None:
+        stmt = self.select(model).where(model.uuid == public_id)  # type: ignore[attr-defined]
+        return self.session.scalars(stmt).one_or_none()
+
+    def by_id(self, model: type[M], internal_id: int) -> M | None:
+        stmt = self.select(model).where(model.id == internal_id)  # type: ignore[attr-defined]
+        return self.session.scalars(stmt).one_or_none()
+
+
+def create_engine(url: str) -> Engine:
+    """An engine with the pragmas and transaction mode each backend needs."""
+    if url.startswith("sqlite"):
+        engine = sa_create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return sa_create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself, so writers can take the lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=30000",
+        "cache_size=-65536",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    # A deferred transaction that later writes can fail at once with "database is locked";
+    # taking the write lock at BEGIN makes writers queue on busy_timeout instead.
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and session factories of one configured database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on error."""
+        with self.sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's current transaction commits; drop it on rollback."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    callbacks: list[Callable[[], None]] = session.info.pop(AFTER_COMMIT, [])
+    for callback in callbacks:
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(AFTER_COMMIT, None)
+
+
+_database: Database | None = None
+
+
+def configure(url: str) -> Database:
+    """Make `url` the process's database; returns it."""
+    global _database
+    if _database is not None and _database.url != url:
+        _database.dispose()
+    if _database is None or _database.url != url:
+        _database = Database(url)
+    return _database
+
+
+def database() -> Database:
+    """The process's configured database."""
+    if _database is None:
+        raise RuntimeError("dripstone.db.configure() has not been called")
+    return _database
+
+
+def insert_ignoring_duplicates(session: Session, model: type[Any], *unique_columns: str) -> Any:
+    """An INSERT that skips rows clashing on `unique_columns` (SQLite and PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(model).on_conflict_do_nothing(index_elements=list(unique_columns))
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=list(unique_columns))

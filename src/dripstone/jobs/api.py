@@ -1,0 +1,37 @@
+"""Route of the jobs domain: the status of a background job (Dripstone extension)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from dripstone.accounts.api import ReadScope
+from dripstone.errors import NotFound
+from dripstone.http import STANDARD_ERRORS
+from dripstone.jobs import service
+from dripstone.jobs.schemas import JobAttributes, JobEnvelope, JobResource
+
+router = APIRouter(responses=STANDARD_ERRORS, tags=["jobs"])
+
+
+@router.get("/jobs/{jid}")
+def get_job(jid: str, scope: ReadScope) -> JobEnvelope:
+    """Kind, state and progress of a background job this API returned."""
+    job = service.get_job(scope, jid)
+    if job is None:
+        raise NotFound(f"job {jid} not found", field="jid")
+    return JobEnvelope(
+        data=JobResource(
+            id=job.id,
+            attributes=JobAttributes(
+                kind=job.kind,
+                state=job.state,
+                total=job.total,
+                done=job.done,
+                failed=job.failed,
+                error=job.error,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+            ),
+        )
+    )

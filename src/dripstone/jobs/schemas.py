@@ -1,0 +1,38 @@
+"""Wire shapes of the jobs domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class JobAttributes(BaseModel):
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    total: int
+    done: int
+    failed: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobResource(BaseModel):
+    id: str
+    type: Literal["job"] = "job"
+    attributes: JobAttributes
+
+
+class JobEnvelope(BaseModel):
+    data: JobResource
+
+
+class JidEnvelopeData(BaseModel):
+    jid: str
+
+
+class JidEnvelope(BaseModel):
+    data: JidEnvelopeData

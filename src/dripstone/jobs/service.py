@@ -1,0 +1,221 @@
+"""Job records: create, claim with a lease, advance in batches, finish, recover."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.orm import Session
+
+from dripstone import clock
+from dripstone.db import AccountScope, Database, UTCDateTime, after_commit
+from dripstone.jobs.models import Job
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+ACTIVE_STATES = (QUEUED, RUNNING)
+
+
+class JobError(Exception):
+    """A job cannot go on; its message is shown to the user in the job record."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one batch of a job did. `cursor` is where the next batch starts."""
+
+    done: int
+    failed: int
+    cursor: int
+    finished: bool
+
+
+Step = Callable[[Session, Job, int], StepResult]
+_steps: dict[str, Step] = {}
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    batch_size: int = 1000
+    lease_seconds: int = 60
+    max_attempts: int = 5
+
+
+_limits = JobLimits()
+
+
+def set_limits(limits: JobLimits) -> None:
+    """Apply the configured batch size, lease and attempts to every job of this process."""
+    global _limits
+    _limits = limits
+
+
+def job_step(kind: str) -> Callable[[Step], Step]:
+    """Register the function that runs one batch of jobs of `kind`."""
+
+    def register(step: Step) -> Step:
+        _steps[kind] = step
+        return step
+
+    return register
+
+
+def create_job(
+    session: Session, account_id: int, kind: str, payload: dict[str, Any], *, total: int = 0
+) -> Job:
+    """Record a queued job; it is enqueued once the surrounding transaction commits."""
+    if kind not in _steps:
+        raise ValueError(f"no job step registered for {kind!r}")
+    job = Job(
+        account_id=account_id,
+        kind=kind,
+        payload=payload,
+        total=total,
+        state=QUEUED,
+        lease_expires_at=clock.now() + timedelta(seconds=_limits.lease_seconds),
+    )
+    session.add(job)
+    session.flush()
+    jid = job.id
+    after_commit(session, lambda: enqueue(jid))
+    return job
+
+
+def enqueue(jid: str, delay_seconds: float = 0) -> None:
+    """Put `jid` on the queue (the record must already be committed)."""
+    # tasks.py imports this module; importing it here keeps the import graph one-way.
+    from dripstone.jobs.tasks import run_job
+
+    if delay_seconds > 0:
+        run_job.schedule((jid,), delay=delay_seconds)
+    else:
+        run_job(jid)
+
+
+def get_job(scope: AccountScope, jid: str) -> Job | None:
+    return scope.session.scalars(scope.select(Job).where(Job.id == jid)).one_or_none()
+
+
+def execute_job(db: Database, jid: str) -> None:
+    """Run job `jid` to its end, one committed batch at a time, unless another worker holds it."""
+    limits = _limits
+    token = _claim(db, jid, limits)
+    if token is None:
+        return
+    try:
+        while not _run_one_batch(db, jid, token, limits):
+            pass
+    except JobError as exc:
+        _finish(db, jid, token, FAILED, str(exc))
+    except Exception as exc:
+        log.exception("job %s failed", jid)
+        _retry_or_fail(db, jid, token, limits, exc)
+
+
+def _claim(db: Database, jid: str, limits: JobLimits) -> str | None:
+    now = clock.now()
+    token = str(uuid.uuid4())
+    with db.transaction() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == jid, Job.state == QUEUED)
+            .values(
+                state=RUNNING,
+                lease_token=token,
+                lease_expires_at=now + timedelta(seconds=limits.lease_seconds),
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
+            )
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+    return token
+
+
+def _run_one_batch(db: Database, jid: str, token: str, limits: JobLimits) -> bool:
+    """One batch in one transaction with the job's progress; returns True when finished."""
+    with db.transaction() as session:
+        job = _held(session, jid, token)
+        if job is None:
+            log.warning("job %s: lease lost to another worker, stopping", jid)
+            return True
+        job.lease_expires_at = clock.now() + timedelta(seconds=limits.lease_seconds)
+        result = _steps[job.kind](session, job, limits.batch_size)
+        job.done += result.done
+        job.failed += result.failed
+        job.cursor = result.cursor
+        if result.finished:
+            job.state = SUCCEEDED
+            job.finished_at = clock.now()
+            job.lease_token = None
+            job.lease_expires_at = None
+        return result.finished
+
+
+def _held(session: Session, jid: str, token: str) -> Job | None:
+    stmt = select(Job).where(Job.id == jid, Job.lease_token == token, Job.state == RUNNING)
+    return session.scalars(stmt.with_for_update()).one_or_none()
+
+
+def _finish(db: Database, jid: str, token: str, state: str, error: str | None) -> None:
+    with db.transaction() as session:
+        job = _held(session, jid, token)
+        if job is not None:
+            job.state = state
+            job.error = error
+            job.finished_at = clock.now()
+            job.lease_token = None
+            job.lease_expires_at = None
+
+
+def _retry_or_fail(db: Database, jid: str, token: str, limits: JobLimits, exc: Exception) -> None:
+    with db.transaction() as session:
+        job = _held(session, jid, token)
+        if job is None:
+            return
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if job.attempts >= limits.max_attempts:
+            job.state = FAILED
+            job.error = f"gave up after {job.attempts} attempts; last error: {reason}"
+            job.finished_at = clock.now()
+            job.lease_token = None
+            job.lease_expires_at = None
+            return
+        delay = min(2**job.attempts, 300)
+        job.state = QUEUED
+        job.error = f"attempt {job.attempts} failed, retrying in {delay}s: {reason}"
+        job.lease_token = None
+        job.lease_expires_at = clock.now() + timedelta(seconds=delay + limits.lease_seconds)
+        after_commit(session, lambda: enqueue(jid, delay))
+
+
+def recover_jobs(db: Database) -> int:
+    """Re-queue jobs whose lease ran out (their worker died, or their queue entry was lost);
+    fail those that have used up their attempts. Returns how many jobs it touched."""
+    now, limits = clock.now(), _limits
+    with db.transaction() as session:
+        stale = session.scalars(
+            select(Job)
+            .where(Job.state.in_(ACTIVE_STATES), Job.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in stale:
+            if job.state == RUNNING and job.attempts >= limits.max_attempts:
+                job.state = FAILED
+                job.error = f"the worker running this job stopped {job.attempts} times; giving up"
+                job.finished_at = now
+                job.lease_token = None
+                job.lease_expires_at = None
+                continue
+            job.state = QUEUED
+            job.lease_token = None
+            job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
+            requeued = job.id
+            after_commit(session, lambda jid=requeued: enqueue(jid))  # type: ignore[misc]
+        return len(stale)

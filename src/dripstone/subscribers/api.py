@@ -1,0 +1,355 @@
+"""Routes of the subscribers domain: subscribers, lists, subscriptions, segments, fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import TypeAdapter, ValidationError
+
+from dripstone.accounts.api import ReadScope, WriteScope
+from dripstone.db import AccountScope
+from dripstone.errors import BadRequest, DripstoneError
+from dripstone.http import ERRORS_LIST_QUIRK, STANDARD_ERRORS, Data, Empty, ErrorsList, ErrorsString
+from dripstone.jobs.schemas import JidEnvelope, JidEnvelopeData
+from dripstone.subscribers import schemas, service
+from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
+
+router = APIRouter(responses=STANDARD_ERRORS)
+
+_uuid = TypeAdapter(schemas.Uuid)
+SearchQuery = Annotated[
+    str | None,
+    Query(
+        max_length=255,
+        pattern=r"^[^\W_]+( +[^\W_]+)*$",
+        description="letters, digits and spaces; every word must match email or a name",
+    ),
+]
+
+
+def _subscriber(s: Subscriber) -> schemas.SubscriberResource:
+    return schemas.SubscriberResource(id=s.uuid, attributes=service.summary(s))
+
+
+def _list(lst: SubscriptionList, count: int) -> schemas.ListResource:
+    return schemas.ListResource(
+        id=lst.uuid,
+        attributes=schemas.ListAttributes(
+            name=lst.name, is_default=lst.is_default, subscriber_count=count, form_id=lst.form_id
+        ),
+    )
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+@router.get("/subscribers", tags=["subscribers"])
+def list_subscribers(
+    scope: ReadScope,
+    items: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    search: SearchQuery = None,
+    order_by: Literal[
+        "first_name", "last_name", "email", "created_at", "updated_at"
+    ] = "created_at",
+    order: Literal["asc", "desc"] = "desc",
+    subscription_list_id: Annotated[str | None, Query(pattern=schemas.UUID_PATTERN)] = None,
+) -> Data[list[schemas.SubscriberResource]]:
+    """Subscribers of the account (or of one list), a page at a time."""
+    found = service.list_subscribers(
+        scope,
+        items=items,
+        page=page,
+        search=search or "",
+        order_by=order_by,
+        order=order,
+        list_id=subscription_list_id,
+    )
+    return Data(data=[_subscriber(s) for s in found])
+
+
+@router.post("/subscribers", tags=["subscribers"])
+def create_subscriber(
+    body: schemas.SubscriberCreate, scope: WriteScope
+) -> Data[schemas.SubscriberResource]:
+    """Create a subscriber; it joins All contacts, and the given list if any."""
+    created = service.create_subscriber(scope, body.subscriber, body.subscription_list_id)
+    return Data(data=_subscriber(created))
+
+
+@router.get("/subscribers/{id}", tags=["subscribers"])
+def get_subscriber(
+    id: str, scope: ReadScope, with_stats: bool = False
+) -> Data[schemas.DetailedSubscriberResource]:
+    """One subscriber with custom fields, lists and (with_stats) statistics."""
+    subscriber = service.get_subscriber(scope, id)
+    return Data(data=service.describe(scope, [subscriber], with_stats=with_stats)[0])
+
+
+@router.api_route("/subscribers/{id}", methods=["PUT", "PATCH"], tags=["subscribers"])
+def update_subscriber(
+    id: str, body: schemas.SubscriberUpdate, scope: WriteScope
+) -> Data[schemas.SubscriberResource]:
+    """Change the fields sent; the others keep their values."""
+    return Data(data=_subscriber(service.update_subscriber(scope, id, body.subscriber)))
+
+
+@router.post("/subscribers_bulk_create", tags=["subscribers"])
+def bulk_create_subscribers(
+    body: schemas.BulkCreate, scope: WriteScope
+) -> Data[schemas.BulkCreateResult]:
+    """Add up to 10,000 subscribers at once. One invalid row rejects the whole request
+    (422 naming the row); addresses already present are not duplicated."""
+    added = service.bulk_create(scope, body.subscribers, body.subscription_list_id)
+    return Data(data=schemas.BulkCreateResult(num_subscribers_added=added))
+
+
+@router.delete("/subscribers_bulk_delete", tags=["subscribers"])
+def bulk_delete_subscribers(
+    scope: WriteScope,
+    subscriber_ids: Annotated[str, Query(min_length=1, description="comma-separated ids")],
+    subscription_list_id: Annotated[str | None, Query(pattern=schemas.UUID_PATTERN)] = None,
+) -> Empty:
+    """Delete subscribers, or with subscription_list_id only take them off that list."""
+    ids = [part.strip() for part in subscriber_ids.split(",") if part.strip()]
+    for value in ids:
+        try:
+            _uuid.validate_python(value)
+        except ValidationError:
+            raise BadRequest(
+                f"subscriber_ids: {value[:60]!r} is not a subscriber id", field="subscriber_ids"
+            ) from None
+    if not ids:
+        raise BadRequest("subscriber_ids: give at least one id", field="subscriber_ids")
+    service.bulk_delete(scope, ids, subscription_list_id)
+    return Empty()
+
+
+# --- custom field types --------------------------------------------------------------------
+
+
+def _field_type(field_type: CustomFieldType) -> schemas.CustomFieldTypeResource:
+    return schemas.CustomFieldTypeResource(
+        id=field_type.uuid,
+        attributes=schemas.CustomFieldTypeAttributes(
+            name=field_type.name, created_at=field_type.created_at
+        ),
+    )
+
+
+@router.get("/subscriber_custom_field_types", tags=["subscribers"])
+def list_custom_field_types(scope: ReadScope) -> Data[list[schemas.CustomFieldTypeResource]]:
+    """The account's custom fields."""
+    return Data(data=[_field_type(f) for f in service.list_field_types(scope)])
+
+
+@router.post("/subscriber_custom_field_types", tags=["subscribers"])
+def create_custom_field_type(
+    body: schemas.CustomFieldTypeWrite, scope: WriteScope
+) -> Data[schemas.CustomFieldTypeResource]:
+    """Define a custom field (fields named in subscriber custom_fields are created on use too)."""
+    created = service.create_field_type(scope, body.subscriber_custom_field_type.name)
+    return Data(data=_field_type(created))
+
+
+# --- subscription lists --------------------------------------------------------------------
+
+
+@router.get("/subscription_lists", tags=["subscription_lists"])
+def list_subscription_lists(scope: ReadScope) -> Data[list[schemas.ListResource]]:
+    """Every list of the account, the default list (All contacts) first."""
+    return Data(data=[_list(lst, count) for lst, count in service.list_lists(scope)])
+
+
+@router.post("/subscription_lists", tags=["subscription_lists"])
+def create_subscription_list(
+    body: schemas.ListWrite, scope: WriteScope
+) -> Data[schemas.ListResource]:
+    """Create a list; names are unique in the account and may not be 'default'."""
+    return Data(data=_list(service.create_list(scope, body.list_name), 0))
+
+
+@router.api_route("/subscription_lists/{id}", methods=["PUT", "PATCH"], tags=["subscription_lists"])
+def rename_subscription_list(
+    id: str, body: schemas.ListWrite, scope: WriteScope
+) -> Data[schemas.ListResource]:
+    """Rename a list."""
+    lst = service.rename_list(scope, id, body.list_name)
+    return Data(data=_list(lst, service.list_count(scope, lst)))
+
+
+@router.delete("/subscription_lists/{id}", tags=["subscription_lists"])
+def delete_subscription_list(id: str, scope: WriteScope) -> Empty:
+    """Delete a list and its memberships (not its subscribers). The default list stays."""
+    service.delete_list(scope, id)
+    return Empty()
+
+
+# --- subscriptions -------------------------------------------------------------------------
+
+
+@router.get("/subscriptions", tags=["subscriptions"])
+def list_subscriptions(scope: ReadScope) -> Data[list[schemas.SubscriptionRecord]]:
+    """Every subscription (subscriber-list membership) of the account, not paginated."""
+    return Data(data=service.list_subscriptions(scope))
+
+
+@router.post("/subscriptions", tags=["subscriptions"], openapi_extra=ERRORS_LIST_QUIRK)
+def create_subscription(
+    body: schemas.SubscriptionCreate, scope: WriteScope
+) -> Data[schemas.SubscriptionRecord] | ErrorsList:
+    """Subscribe a subscriber to a list. Refusals answer 200 with `errors`, as Paubox does."""
+    try:
+        record = service.create_subscription(
+            scope, body.subscription.subscription_list_id, body.subscription.subscriber_id
+        )
+    except DripstoneError as exc:
+        return ErrorsList(errors=[exc.message])
+    return Data(data=record)
+
+
+@router.get("/subscriptions/{uuid}", tags=["subscriptions"])
+def get_subscription(uuid: str, scope: ReadScope) -> Data[schemas.SubscriptionRecord]:
+    """One subscription."""
+    return Data(data=service.get_subscription(scope, uuid))
+
+
+@router.delete("/subscriptions/{uuid}", tags=["subscriptions"])
+def delete_subscription(uuid: str, scope: WriteScope) -> Data[schemas.SubscriptionRecord]:
+    """Unsubscribe: stamps unsubscribed_at and keeps the record."""
+    return Data(data=service.cancel_subscription(scope, uuid))
+
+
+def _change(
+    scope: AccountScope,
+    action: Literal["subscribe", "unsubscribe"],
+    subscriber_ids: list[str],
+    list_ids: list[str] | None,
+) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
+    try:
+        changed = service.change_subscriptions(scope, action, subscriber_ids, list_ids)
+    except DripstoneError as exc:
+        scope.session.rollback()
+        return ErrorsString(errors=exc.message)
+    return Data(data=service.describe(scope, changed))
+
+
+@router.post("/subscriptions/subscribe", tags=["subscriptions"])
+def subscribe(
+    body: schemas.SubscribeRequest, scope: WriteScope
+) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
+    """Opt in: to the given lists, and always out of a global opt-out."""
+    return _change(scope, "subscribe", body.subscriber_ids, body.subscription_list_ids)
+
+
+@router.post("/subscriptions/unsubscribe", tags=["subscriptions"])
+def unsubscribe(
+    body: schemas.SubscribeRequest, scope: WriteScope
+) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
+    """Opt out: of the given lists only, or without lists globally (no marketing mail)."""
+    return _change(scope, "unsubscribe", body.subscriber_ids, body.subscription_list_ids)
+
+
+def _bulk(
+    scope: AccountScope,
+    action: Literal["subscribe", "unsubscribe"],
+    body: schemas.BulkSelection,
+    *,
+    dynamic: bool,
+) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString | JidEnvelope:
+    if body.subscriber_ids is not None:
+        return _change(scope, action, body.subscriber_ids, None)
+    assert body.from_subscription_list_id is not None  # the schema requires one of the two
+    request = service.BulkSelectionRequest(
+        list_id=body.from_subscription_list_id,
+        search=body.search,
+        filters=[[c.model_dump() for c in group] for group in body.filters],
+        except_ids=body.except_ids,
+    )
+    try:
+        job = service.start_bulk_change(scope, action, request, dynamic=dynamic)
+    except DripstoneError as exc:
+        scope.session.rollback()
+        return ErrorsString(errors=exc.message)
+    return JidEnvelope(data=JidEnvelopeData(jid=job.id))
+
+
+BulkAnswer = Data[list[schemas.DetailedSubscriberResource]] | ErrorsString | JidEnvelope
+
+
+@router.post("/subscriptions/bulk_global_subscribe", tags=["subscriptions"])
+def bulk_global_subscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
+    """Lift the global opt-out of the given subscribers, or of everyone selected (a job)."""
+    return _bulk(scope, "subscribe", body, dynamic=False)
+
+
+@router.post("/subscriptions/bulk_global_unsubscribe", tags=["subscriptions"])
+def bulk_global_unsubscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
+    """Opt out globally the given subscribers, or everyone selected (a job)."""
+    return _bulk(scope, "unsubscribe", body, dynamic=False)
+
+
+@router.post("/subscriptions/dynamic_bulk_subscribe", tags=["subscriptions"])
+def dynamic_bulk_subscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
+    """As bulk_global_subscribe, selecting the members of a dynamic list."""
+    return _bulk(scope, "subscribe", body, dynamic=True)
+
+
+@router.post("/subscriptions/dynamic_bulk_unsubscribe", tags=["subscriptions"])
+def dynamic_bulk_unsubscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
+    """As bulk_global_unsubscribe, selecting the members of a dynamic list."""
+    return _bulk(scope, "unsubscribe", body, dynamic=True)
+
+
+# --- dynamic lists (Dripstone extension) ------------------------------------------------------
+
+
+def _dynamic(scope: AccountScope, segment: DynamicList) -> schemas.DynamicListResource:
+    return schemas.DynamicListResource(
+        id=segment.uuid,
+        attributes=schemas.DynamicListAttributes(
+            name=segment.name,
+            subscription_list_id=service.list_uuid(scope, segment.subscription_list_id),
+            search=segment.search,
+            filters=segment.filters,
+            subscriber_count=service.dynamic_list_count(scope, segment),
+            created_at=segment.created_at,
+            updated_at=segment.updated_at,
+        ),
+    )
+
+
+@router.get("/dynamic_lists", tags=["dynamic_lists"])
+def list_dynamic_lists(scope: ReadScope) -> Data[list[schemas.DynamicListResource]]:
+    """Saved segments with their live subscriber counts."""
+    return Data(data=[_dynamic(scope, d) for d in service.list_dynamic_lists(scope)])
+
+
+@router.post("/dynamic_lists", tags=["dynamic_lists"])
+def create_dynamic_list(
+    body: schemas.DynamicListWrite, scope: WriteScope
+) -> Data[schemas.DynamicListResource]:
+    """Save a segment: a list (default: All contacts) narrowed by search and filters."""
+    return Data(data=_dynamic(scope, service.save_dynamic_list(scope, body.dynamic_list)))
+
+
+@router.get("/dynamic_lists/{id}", tags=["dynamic_lists"])
+def get_dynamic_list(id: str, scope: ReadScope) -> Data[schemas.DynamicListResource]:
+    """One segment."""
+    return Data(data=_dynamic(scope, service.get_dynamic_list(scope, id)))
+
+
+@router.put("/dynamic_lists/{id}", tags=["dynamic_lists"])
+def update_dynamic_list(
+    id: str, body: schemas.DynamicListWrite, scope: WriteScope
+) -> Data[schemas.DynamicListResource]:
+    """Replace a segment's definition."""
+    return Data(data=_dynamic(scope, service.save_dynamic_list(scope, body.dynamic_list, id)))
+
+
+@router.delete("/dynamic_lists/{id}", tags=["dynamic_lists"])
+def delete_dynamic_list(id: str, scope: WriteScope) -> Empty:
+    """Delete a segment (its subscribers stay)."""
+    service.delete_dynamic_list(scope, id)
+    return Empty()

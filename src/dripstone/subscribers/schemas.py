@@ -1,0 +1,345 @@
+"""Wire shapes of the subscribers domain, with the Paubox field names."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+MAX_BULK_ROWS = 10_000
+
+
+def normalize_email(value: str) -> str:
+    """A valid address, lower-cased so that uniqueness is case-insensitive."""
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return result.normalized.lower()
+
+
+def normalize_phone(value: str) -> str:
+    """An E.164 number such as +14155550123."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not an E.164 phone number (expected e.g. +14155550123)") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number (expected E.164, e.g. +14155550123)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _custom_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError("custom field values must be strings, numbers or booleans")
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
+Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+FieldName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+CustomValue = Annotated[str, BeforeValidator(_custom_value), StringConstraints(max_length=10_000)]
+CustomFields = Annotated[list[dict[FieldName, CustomValue]], Field(max_length=200)]
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
+ListName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- subscribers -------------------------------------------------------------------------
+
+
+class SubscriberCreateFields(Strict):
+    email: Email | None = None
+    phone_number: Phone | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    custom_fields: CustomFields = []
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SubscriberCreateFields:
+        if self.email is None and self.phone_number is None:
+            raise ValueError("email or phone_number is required")
+        return self
+
+
+class SubscriberCreate(Strict):
+    subscriber: SubscriberCreateFields
+    subscription_list_id: Uuid | None = None
+
+
+class SubscriberUpdateFields(Strict):
+    email: Email | None = None
+    phone_number: Phone | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+
+class SubscriberUpdate(Strict):
+    subscriber: SubscriberUpdateFields
+
+
+class BulkSubscriberRow(Strict):
+    email: Email
+    first_name: Name | None = None
+    last_name: Name | None = None
+    custom_fields: CustomFields = []
+
+
+class BulkCreate(Strict):
+    subscribers: Annotated[list[BulkSubscriberRow], Field(min_length=1, max_length=MAX_BULK_ROWS)]
+    subscription_list_id: Uuid | None = None
+
+
+class SubscriberAttributes(BaseModel):
+    email: str | None
+    phone_number: str | None
+    first_name: str | None
+    last_name: str | None
+    unsubscribed: bool
+
+
+class CustomFieldValueOut(BaseModel):
+    subscriber_custom_field_type_id: str
+    custom_field_name: str
+    custom_field_value: str
+
+
+class MembershipOut(BaseModel):
+    id: str
+    name: str
+    unsubscribed: bool
+
+
+class SubscriberStatistics(BaseModel):
+    deliveries: int
+    delivered: int
+    opened: int
+    clicked: int
+    soft_bounced: int
+    hard_bounced: int
+    unsubscribed: int
+    global_unsubscribed: int
+
+
+class DetailedSubscriberAttributes(SubscriberAttributes):
+    created_at: datetime
+    updated_at: datetime
+    custom_fields: list[CustomFieldValueOut]
+    subscription_lists: list[MembershipOut]
+    statistics: SubscriberStatistics | None = None
+
+
+class SubscriberResource(BaseModel):
+    id: str
+    type: Literal["subscriber"] = "subscriber"
+    attributes: SubscriberAttributes
+
+
+class DetailedSubscriberResource(BaseModel):
+    id: str
+    type: Literal["subscriber"] = "subscriber"
+    attributes: DetailedSubscriberAttributes
+
+
+class BulkCreateResult(BaseModel):
+    num_subscribers_added: int
+
+
+# --- subscription lists --------------------------------------------------------------------
+
+
+class ListFields(Strict):
+    name: ListName
+
+
+class ListWrite(Strict):
+    """`{"name": ...}` as Paubox documents it, or wrapped as `{"subscription_list": {...}}`."""
+
+    name: ListName | None = None
+    subscription_list: ListFields | None = None
+
+    @model_validator(mode="after")
+    def _one_name(self) -> ListWrite:
+        if (self.name is None) == (self.subscription_list is None):
+            raise ValueError('send the list\'s name as {"name": "..."}')
+        return self
+
+    @property
+    def list_name(self) -> str:
+        return self.name if self.name is not None else self.subscription_list.name  # type: ignore[union-attr]
+
+
+class ListAttributes(BaseModel):
+    name: str
+    is_default: bool
+    subscriber_count: int
+    form_id: str | None
+
+
+class ListResource(BaseModel):
+    id: str
+    type: Literal["subscription_list"] = "subscription_list"
+    attributes: ListAttributes
+
+
+# --- subscriptions -------------------------------------------------------------------------
+
+
+class SubscriptionFields(Strict):
+    subscription_list_id: Uuid
+    subscriber_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class SubscriptionCreate(Strict):
+    subscription: SubscriptionFields
+
+
+class SubscriptionRecord(BaseModel):
+    id: int
+    uuid: str
+    subscription_list_id: str | None
+    dynamic_list_id: str | None
+    subscriber_id: int
+    unsubscribed_at: datetime | None
+    delete_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscribeRequest(Strict):
+    subscriber_ids: Annotated[list[Uuid], Field(min_length=1, max_length=MAX_BULK_ROWS)]
+    subscription_list_ids: Annotated[list[Uuid], Field(max_length=1000)] | None = None
+
+
+# --- selections (select-all and segments) ---------------------------------------------------
+
+FilterOp = Literal[
+    "is",
+    "is_not",
+    "contains",
+    "does_not_contain",
+    "starts_with",
+    "ends_with",
+    "is_empty",
+    "is_not_empty",
+]
+SearchText = Annotated[
+    str, StringConstraints(max_length=255, pattern=r"^(\*|[^\W_]+( +[^\W_]+)*)?$")
+]
+
+
+class FilterCondition(Strict):
+    field: FieldName
+    op: FilterOp
+    terms: Annotated[
+        list[Annotated[str, StringConstraints(max_length=1000)]], Field(max_length=100)
+    ] = []
+
+    @model_validator(mode="after")
+    def _terms_needed(self) -> FilterCondition:
+        if self.op not in ("is_empty", "is_not_empty") and not self.terms:
+            raise ValueError(f"op {self.op!r} needs at least one term")
+        return self
+
+
+FilterGroup = Annotated[list[FilterCondition], Field(min_length=1, max_length=50)]
+
+
+def _decode_filters(value: Any) -> Any:
+    """Filters arrive as URL-encoded JSON text (as Paubox sends them) or as plain JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(unquote(value)) if value.strip() else []
+        except json.JSONDecodeError:
+            raise ValueError("filters must be URL-encoded JSON: [[{field, op, terms}]]") from None
+    return value
+
+
+Filters = Annotated[list[FilterGroup], BeforeValidator(_decode_filters), Field(max_length=50)]
+
+
+class BulkSelection(Strict):
+    """Either explicit `subscriber_ids`, or select-all from a list with search and filters."""
+
+    subscriber_ids: Annotated[list[Uuid], Field(min_length=1, max_length=MAX_BULK_ROWS)] | None = (
+        None
+    )
+    from_subscription_list_id: Uuid | None = None
+    search: SearchText = "*"
+    filters: Filters = []
+    except_ids: Annotated[list[Uuid], Field(max_length=MAX_BULK_ROWS)] = []
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> BulkSelection:
+        if self.subscriber_ids is None and self.from_subscription_list_id is None:
+            raise ValueError("send subscriber_ids, or from_subscription_list_id to select all")
+        return self
+
+
+# --- dynamic lists and custom field types ----------------------------------------------------
+
+
+class DynamicListFields(Strict):
+    name: ListName
+    subscription_list_id: Uuid | None = None
+    search: SearchText = "*"
+    filters: Filters = []
+
+
+class DynamicListWrite(Strict):
+    dynamic_list: DynamicListFields
+
+
+class DynamicListAttributes(BaseModel):
+    name: str
+    subscription_list_id: str | None
+    search: str
+    filters: list[list[FilterCondition]]
+    subscriber_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DynamicListResource(BaseModel):
+    id: str
+    type: Literal["dynamic_list"] = "dynamic_list"
+    attributes: DynamicListAttributes
+
+
+class CustomFieldTypeFields(Strict):
+    name: FieldName
+
+
+class CustomFieldTypeWrite(Strict):
+    subscriber_custom_field_type: CustomFieldTypeFields
+
+
+class CustomFieldTypeAttributes(BaseModel):
+    name: str
+    created_at: datetime
+
+
+class CustomFieldTypeResource(BaseModel):
+    id: str
+    type: Literal["subscriber_custom_field_type"] = "subscriber_custom_field_type"
+    attributes: CustomFieldTypeAttributes

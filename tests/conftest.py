@@ -1,0 +1,148 @@
+"""Test set-up: every test runs against a real, migrated database — SQLite always, and
+PostgreSQL too when DRIPSTONE_TEST_POSTGRES_URL is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from dripstone import clock, db, migrations
+from dripstone.accounts import service as accounts
+from dripstone.app import create_app
+from dripstone.config import Settings, load_settings
+from dripstone.db import Base
+from dripstone.jobs.queue import run_tasks_inline
+
+POSTGRES_URL = os.environ.get("DRIPSTONE_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def _postgres_schema_url(schema: str) -> str:
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A freshly migrated database for this test session (a private schema on PostgreSQL)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "dripstone.db"
+        url = f"sqlite:///{path}"
+        migrations.upgrade(url)
+        yield url
+        return
+    schema = f"dripstone_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = _postgres_schema_url(schema).replace("postgresql://", "postgresql+psycopg://", 1)
+    migrations.upgrade(url)
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def empty_all_tables(database: db.Database) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with database.engine.begin() as conn:
+        if database.is_sqlite:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+        else:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        queue_url="memory://",
+        secret_key=SECRET,
+        job_batch_size=50,
+    )
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[db.Database]:
+    database = db.configure(settings.resolved_database_url)
+    empty_all_tables(database)
+    return database
+
+
+@pytest.fixture
+def client(settings: Settings, database: db.Database) -> Iterator[TestClient]:
+    """The API in-process; background jobs run inline, right after the request commits."""
+    app = create_app(settings)
+    run_tasks_inline()
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def manual_clock() -> Iterator[clock.ManualClock]:
+    manual = clock.ManualClock()
+    previous = clock.use_clock(manual)
+    yield manual
+    clock.use_clock(previous)
+
+
+@dataclass
+class Api:
+    """One account's view of the API, under `/v1/orca/{username}` or `/v1/marketing`."""
+
+    client: TestClient
+    username: str
+    key: str
+    base: str
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"authorization": f"Token token={self.key}", **kwargs.pop("headers", {})}
+        return self.client.request(method, self.base + path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, json=json, **kwargs)
+
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", path, json=json, **kwargs)
+
+    def patch(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", path, json=json, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
+
+
+def make_account(client: TestClient, database: db.Database, username: str, *, orca: bool) -> Api:
+    with database.transaction() as session:
+        _, key = accounts.create_account(session, username)
+    base = f"/v1/orca/{username}" if orca else "/v1/marketing"
+    return Api(client, username, key.secret, base)
+
+
+@pytest.fixture
+def api(client: TestClient, database: db.Database) -> Api:
+    """Account `acme`, called under /v1/orca/acme."""
+    return make_account(client, database, "acme", orca=True)
+
+
+@pytest.fixture
+def other_api(client: TestClient, database: db.Database) -> Api:
+    """A second account, `globex`, called under /v1/marketing."""
+    return make_account(client, database, "globex", orca=False)
