@@ -12,6 +12,7 @@ from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,7 @@ from dripstone.errors import DripstoneError
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs.api import router as jobs_router
 from dripstone.jobs.queue import configure_queue, create_consumer
+from dripstone.logs import configure_logging
 from dripstone.subscribers.api import router as subscribers_router
 
 log = logging.getLogger("dripstone.http")
@@ -119,6 +121,13 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def embedded_app() -> FastAPI:
+    """The app `dripstone serve` runs in each server process: API plus queue consumer."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, run_consumer=True)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DripstoneError)
     async def _domain(_request: Request, exc: DripstoneError) -> JSONResponse:
@@ -144,6 +153,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         status, code = (422, "validation_failed") if in_body else (400, "invalid_parameter")
         return envelope(status, message, code, field=first["field"], errors=errors)
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        # The services check uniqueness first; a concurrent write (or a check that compares
+        # differently from the index) still lands here. Anything else is a bug: a 500.
+        if not _is_unique_violation(exc):
+            raise exc
+        log.warning("unique constraint violated", extra={"request_id": correlation_id.get()})
+        return envelope(
+            422, "this conflicts with an existing record; try another value", "conflict"
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
@@ -160,6 +180,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             "internal_error",
             request_id=correlation_id.get(),
         )
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    original = exc.orig
+    return getattr(original, "sqlstate", None) == "23505" or getattr(
+        original, "sqlite_errorname", None
+    ) in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
 async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -55,19 +55,25 @@ def _transaction(settings: Settings) -> Iterator[Session]:
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="server processes (one per core uses them all)")
+    ] = 1,
 ) -> None:
-    """Migrate the database, then serve the API with a queue consumer in the same process."""
+    """Migrate the database, then serve the API; each server process also consumes the queue."""
     import uvicorn
-
-    from dripstone.app import create_app
 
     settings = _settings()
     migrations.upgrade(settings.resolved_database_url)
-    err.print(f"Dripstone serving on http://{host}:{port}  (data: {settings.data_dir.resolve()})")
+    err.print(
+        f"Dripstone serving on http://{host}:{port} with {workers} process(es); "
+        f"data in {settings.data_dir.resolve()}. Stop with Ctrl-C."
+    )
     uvicorn.run(
-        create_app(settings, run_consumer=True),
+        "dripstone.app:embedded_app",
+        factory=True,
         host=host,
         port=port,
+        workers=workers,
         access_log=False,
         log_config=None,
     )

@@ -1,0 +1,122 @@
+"""The `dripstone` command as users and scripts run it: real processes, a real HTTP server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.jobs.test_worker_crash import _free_port
+
+DRIPSTONE = str(Path(sys.executable).parent / "dripstone")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A fresh machine: nothing set but the data directory (SQLite, generated secret)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIPSTONE_")}
+    return {**clean, "DRIPSTONE_DATA_DIR": str(tmp_path / "data")}
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DRIPSTONE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [DRIPSTONE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "serve.log").read_text()) from None
+            time.sleep(0.1)
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_accounts_create_prints_a_key_on_the_last_line_that_works_against_the_api(
+    env: dict[str, str], server: str
+) -> None:
+    created = run(env, "accounts", "create", "acme")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    headers = {"authorization": f"Token token={key}"}
+
+    listed = httpx.get(f"{server}/v1/orca/acme/subscribers", headers=headers)
+    assert listed.status_code == 200
+    assert listed.json() == {"data": []}
+    assert listed.headers["x-request-id"]
+
+    bearer = httpx.get(
+        f"{server}/v1/marketing/subscription_lists", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert [lst["attributes"]["name"] for lst in bearer.json()["data"]] == ["All contacts"]
+
+
+def test_rotating_keys_new_key_works_and_revoked_key_is_refused(
+    env: dict[str, str], server: str
+) -> None:
+    old = run(env, "accounts", "create", "acme").stdout.strip().splitlines()[-1]
+    new = run(env, "keys", "create", "acme").stdout.strip().splitlines()[-1]
+    assert new != old
+    old_prefix, new_prefix = (key[: len("ds_") + 8] for key in (old, new))
+    listing = run(env, "keys", "list", "acme").stdout
+    assert old_prefix in listing
+    assert new_prefix in listing
+    assert old not in listing
+    assert new not in listing
+
+    revoked = run(env, "keys", "revoke", "acme", old_prefix)
+    assert revoked.returncode == 0, revoked.stderr
+
+    url = f"{server}/v1/orca/acme/subscribers"
+    assert httpx.get(url, headers={"authorization": f"Token token={new}"}).status_code == 200
+    refused = httpx.get(url, headers={"authorization": f"Token token={old}"})
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "unauthorized"
+
+
+def test_a_second_account_with_the_same_name_is_refused(env: dict[str, str]) -> None:
+    assert run(env, "accounts", "create", "acme").returncode == 0
+    again = run(env, "accounts", "create", "acme")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    assert again.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DRIPSTONE_PUBLIC_URL", "mail.example.com"),
+        ("DRIPSTONE_DATABASE_URL", "mysql://localhost/x"),
+        ("DRIPSTONE_QUEUE_URL", "amqp://localhost"),
+        ("DRIPSTONE_SECRET_KEY", "short"),
+        ("DRIPSTONE_JOB_BATCH_SIZE", "many"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_the_variable(
+    env: dict[str, str], variable: str, value: str
+) -> None:
+    result = run({**env, variable: value}, "migrate")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert variable in lines[0]
