@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from dripstone import db
 from dripstone.config import Settings, load_settings
 from dripstone.errors import DripstoneError
 from dripstone.jobs import service as jobs_service
+from dripstone.jobs import tasks as jobs_tasks
 from dripstone.jobs.api import router as jobs_router
 from dripstone.jobs.queue import configure_queue, create_consumer
 from dripstone.logs import configure_logging
@@ -28,6 +29,7 @@ from dripstone.subscribers.api import router as subscribers_router
 log = logging.getLogger("dripstone.http")
 
 DOMAIN_ROUTERS = (subscribers_router, jobs_router)
+BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         consumer = None
         if run_consumer:
+            jobs_tasks.optimize_database.call_local()
             jobs_service.recover_jobs(db.database())
             consumer = create_consumer(settings.queue_workers, embedded=True)
             consumer.start()
@@ -115,10 +118,22 @@ def envelope(status: int, message: str, code: str | None = None, **details: Any)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
+    if loc == ("body",):
+        return "body"  # the body as a whole: missing, not an object, or refused by a validator
     path = ""
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """Pydantic's message, without the "Value error, " it puts before our validators' own."""
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ") if error["type"] == "value_error" else message
+
+
+def _describe(error: Mapping[str, str]) -> str:
+    return f"{error['field']}: {error['message']}" if error["field"] else error["message"]
 
 
 def embedded_app() -> FastAPI:
@@ -136,19 +151,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
+            {"field": _field_path(tuple(e["loc"])), "message": _message(e), "type": e["type"]}
             for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in errors):
             return envelope(400, "the request body is not valid JSON", "malformed_json")
         first = errors[0]
-        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        message = _describe(first)
         route = request.scope.get("route")
         quirk = (getattr(route, "openapi_extra", None) or {}).get("x-validation-errors")
         if quirk == "errors-list":
-            return JSONResponse(
-                {"errors": [f"{e['field']}: {e['message']}" for e in errors]}, status_code=200
-            )
+            return JSONResponse({"errors": [_describe(e) for e in errors]}, status_code=200)
         in_body = any(e["loc"][0] == "body" for e in exc.errors() if e["loc"])
         status, code = (422, "validation_failed") if in_body else (400, "invalid_parameter")
         return envelope(status, message, code, field=first["field"], errors=errors)
@@ -167,6 +180,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 400 and message == BODY_UNREADABLE:
+            # FastAPI's answer to a JSON body it cannot even decode (e.g. not UTF-8).
+            return envelope(400, "the request body is not valid JSON (UTF-8)", "malformed_json")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint; API paths start with /v1/marketing/ or /v1/orca/USERNAME/"
         return envelope(exc.status_code, message)

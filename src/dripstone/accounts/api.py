@@ -15,7 +15,11 @@ from dripstone.db import AccountScope
 from dripstone.errors import Unauthorized
 from dripstone.http import read_session, write_session
 
-_TOKEN = re.compile(r"^\s*(?:Token\s+token=\"?(?P<token>[^\s\"]+)\"?|Bearer\s+(?P<bearer>\S+))\s*$")
+# Auth schemes and parameter names are case-insensitive (RFC 9110 11.1); the key itself is not.
+_TOKEN = re.compile(
+    r"^\s*(?:Token\s+token=\"?(?P<token>[^\s\"]+)\"?|Bearer\s+(?P<bearer>\S+))\s*$",
+    re.IGNORECASE,
+)
 
 api_key_header = APIKeyHeader(
     name="authorization",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter
 
 from dripstone.accounts.api import ReadScope
@@ -11,12 +13,15 @@ from dripstone.jobs import service
 from dripstone.jobs.schemas import JobAttributes, JobEnvelope, JobResource
 
 router = APIRouter(responses=STANDARD_ERRORS, tags=["jobs"])
+_JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @router.get("/jobs/{jid}")
 def get_job(jid: str, scope: ReadScope) -> JobEnvelope:
     """Kind, state and progress of a background job this API returned."""
-    job = service.get_job(scope, jid)
+    # Job ids are UUIDs; anything else names no job and is not looked up (PostgreSQL refuses
+    # text holding a NUL character, which a path can carry as %00).
+    job = service.get_job(scope, jid) if _JOB_ID.fullmatch(jid) else None
     if job is None:
         raise NotFound(f"job {jid} not found", field="jid")
     return JobEnvelope(

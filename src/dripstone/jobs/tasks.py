@@ -1,4 +1,4 @@
-"""Huey tasks of the jobs domain: run a job, and the periodic recovery sweep."""
+"""Huey tasks of the jobs domain: run a job, the recovery sweep, database upkeep."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def run_job(jid: str) -> None:
 @huey.periodic_task(crontab(minute="*"), name="recover_jobs")  # type: ignore[untyped-decorator]
 def recover_jobs() -> None:
     service.recover_jobs(db.database())
+
+
+@huey.periodic_task(crontab(minute="17"), name="optimize_database")  # type: ignore[untyped-decorator]
+def optimize_database() -> None:
+    """Keep SQLite's query planner statistics fresh (PostgreSQL's autovacuum does this)."""
+    database = db.database()
+    if database.is_sqlite:
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA optimize=0x10002")

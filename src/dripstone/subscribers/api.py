@@ -87,7 +87,9 @@ def get_subscriber(
     return Data(data=service.describe(scope, [subscriber], with_stats=with_stats)[0])
 
 
-@router.api_route("/subscribers/{id}", methods=["PUT", "PATCH"], tags=["subscribers"])
+# One route per method, so that each operation gets its own operationId.
+@router.put("/subscribers/{id}", tags=["subscribers"])
+@router.patch("/subscribers/{id}", tags=["subscribers"])
 def update_subscriber(
     id: str, body: schemas.SubscriberUpdate, scope: WriteScope
 ) -> Data[schemas.SubscriberResource]:
@@ -170,7 +172,8 @@ def create_subscription_list(
     return Data(data=_list(service.create_list(scope, body.list_name), 0))
 
 
-@router.api_route("/subscription_lists/{id}", methods=["PUT", "PATCH"], tags=["subscription_lists"])
+@router.put("/subscription_lists/{id}", tags=["subscription_lists"])
+@router.patch("/subscription_lists/{id}", tags=["subscription_lists"])
 def rename_subscription_list(
     id: str, body: schemas.ListWrite, scope: WriteScope
 ) -> Data[schemas.ListResource]:

@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 MAX_BULK_ROWS = 10_000
+MAX_EMAIL_LENGTH = 320
+MAX_FILTER_TERMS = 500  # keeps SQLite under its expression depth limit of 1000
 
 
 def normalize_email(value: str) -> str:
@@ -28,7 +30,17 @@ def normalize_email(value: str) -> str:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from None
-    return result.normalized.lower()
+    normalized = result.normalized.lower()
+    if len(normalized) > MAX_EMAIL_LENGTH:  # lower-casing can lengthen some characters
+        raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
+    return normalized
+
+
+def no_nul(value: str) -> str:
+    """Text without NUL characters (PostgreSQL cannot store them; no one means to send them)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
 
 
 def normalize_phone(value: str) -> str:
@@ -50,15 +62,27 @@ def _custom_value(value: Any) -> str:
     raise ValueError("custom field values must be strings, numbers or booleans")
 
 
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(normalize_email),
+    Field(json_schema_extra={"format": "email"}),
+]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
-FieldName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-CustomValue = Annotated[str, BeforeValidator(_custom_value), StringConstraints(max_length=10_000)]
+NoNul = AfterValidator(no_nul)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
+FieldName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
+CustomValue = Annotated[
+    str, BeforeValidator(_custom_value), StringConstraints(max_length=10_000), NoNul
+]
 CustomFields = Annotated[list[dict[FieldName, CustomValue]], Field(max_length=200)]
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
-ListName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+ListName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
 
 
 class Strict(BaseModel):
@@ -252,7 +276,7 @@ class FilterCondition(Strict):
     field: FieldName
     op: FilterOp
     terms: Annotated[
-        list[Annotated[str, StringConstraints(max_length=1000)]], Field(max_length=100)
+        list[Annotated[str, StringConstraints(max_length=1000), NoNul]], Field(max_length=100)
     ] = []
 
     @model_validator(mode="after")
@@ -275,7 +299,24 @@ def _decode_filters(value: Any) -> Any:
     return value
 
 
-Filters = Annotated[list[FilterGroup], BeforeValidator(_decode_filters), Field(max_length=50)]
+def _within_query_limits(groups: list[list[FilterCondition]]) -> list[list[FilterCondition]]:
+    """Each condition and term becomes SQL parameters; past a bound the databases refuse the
+    query (SQLite and PostgreSQL both cap the parameters of one statement)."""
+    weight = sum(max(1, len(condition.terms)) for group in groups for condition in group)
+    if weight > MAX_FILTER_TERMS:
+        raise ValueError(
+            f"filters may hold at most {MAX_FILTER_TERMS} terms in all "
+            "(a condition without terms counts as one)"
+        )
+    return groups
+
+
+Filters = Annotated[
+    list[FilterGroup],
+    BeforeValidator(_decode_filters),
+    Field(max_length=50),
+    AfterValidator(_within_query_limits),
+]
 
 
 class BulkSelection(Strict):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -59,6 +61,20 @@ def _by_public_id(scope: AccountScope, model: type[M], public_id: str) -> M | No
     if not _PUBLIC_ID.fullmatch(public_id):
         return None
     return scope.by_uuid(model, public_id)
+
+
+@contextmanager
+def _unique(scope: AccountScope, clash: Callable[[], None]) -> Iterator[None]:
+    """Write the block's rows in a savepoint. When a unique index refuses them (a concurrent
+    request wrote the same value after our check), `clash` re-checks and raises the 422 that
+    names the field; the savepoint keeps the session usable for that."""
+    try:
+        with scope.session.begin_nested():
+            yield
+            scope.session.flush()
+    except IntegrityError:
+        clash()
+        raise
 
 
 # --- lists ---------------------------------------------------------------------------------
@@ -138,8 +154,8 @@ def _check_list_name(scope: AccountScope, name: str, current: SubscriptionList |
 def create_list(scope: AccountScope, name: str) -> SubscriptionList:
     _check_list_name(scope, name, None)
     lst = SubscriptionList(account_id=scope.account_id, name=name)
-    scope.session.add(lst)
-    scope.session.flush()
+    with _unique(scope, lambda: _check_list_name(scope, name, None)):
+        scope.session.add(lst)
     return lst
 
 
@@ -148,8 +164,8 @@ def rename_list(scope: AccountScope, list_id: str, name: str) -> SubscriptionLis
     if lst.is_default:
         raise Invalid("the default list cannot be renamed", field="id")
     _check_list_name(scope, name, lst)
-    lst.name = name
-    scope.session.flush()
+    with _unique(scope, lambda: _check_list_name(scope, name, lst)):
+        lst.name = name
     return lst
 
 
@@ -287,8 +303,9 @@ def create_subscriber(
         first_name=fields.first_name,
         last_name=fields.last_name,
     )
-    scope.session.add(subscriber)
-    scope.session.flush()
+    email = fields.email
+    with _unique(scope, lambda: _ensure_unique_email(scope, email, None) if email else None):
+        scope.session.add(subscriber)
     set_custom_fields(scope, {subscriber.id: _merge_custom(fields.custom_fields)})
     record_joins(scope, default_list(scope).id, [subscriber.id])
     if target is not None:
@@ -303,13 +320,15 @@ def update_subscriber(
     changes = fields.model_dump(include=fields.model_fields_set)
     if changes.get("email"):
         _ensure_unique_email(scope, changes["email"], subscriber)
-    for name, value in changes.items():
-        setattr(subscriber, name, value)
-    if subscriber.email is None and subscriber.phone_number is None:
-        raise Invalid(
-            "subscriber: a subscriber needs an email or a phone_number", field="subscriber.email"
-        )
-    scope.session.flush()
+    email = changes.get("email")
+    with _unique(scope, lambda: _ensure_unique_email(scope, email, subscriber) if email else None):
+        for name, value in changes.items():
+            setattr(subscriber, name, value)
+        if subscriber.email is None and subscriber.phone_number is None:
+            raise Invalid(
+                "subscriber: a subscriber needs an email or a phone_number",
+                field="subscriber.email",
+            )
     return subscriber
 
 
@@ -418,24 +437,41 @@ def list_field_types(scope: AccountScope) -> list[CustomFieldType]:
     return list(scope.session.scalars(stmt))
 
 
-def create_field_type(scope: AccountScope, name: str) -> CustomFieldType:
+def _check_field_type_name(scope: AccountScope, name: str) -> None:
     stmt = scope.select(CustomFieldType).where(CustomFieldType.name == name)
     if scope.session.scalars(stmt).first() is not None:
-        raise Conflict(f"name: a custom field named {name!r} already exists", field="name")
+        raise Conflict(
+            f"subscriber_custom_field_type.name: a custom field named {name!r} already exists",
+            field="subscriber_custom_field_type.name",
+        )
+
+
+def create_field_type(scope: AccountScope, name: str) -> CustomFieldType:
+    _check_field_type_name(scope, name)
     field_type = CustomFieldType(account_id=scope.account_id, name=name)
-    scope.session.add(field_type)
-    scope.session.flush()
+    with _unique(scope, lambda: _check_field_type_name(scope, name)):
+        scope.session.add(field_type)
     return field_type
 
 
 def _field_type_ids(scope: AccountScope, names: set[str]) -> dict[str, int]:
-    """Ids of the named custom fields, creating those the account does not have yet."""
+    """Ids of the named custom fields, creating those the account does not have yet
+    (a concurrent request creating the same field is no clash: both use the one row)."""
     stmt = scope.select(CustomFieldType, CustomFieldType.name, CustomFieldType.id).where(
         CustomFieldType.name.in_(names)
     )
     ids: dict[str, int] = dict(scope.session.execute(stmt).all())
-    for name in sorted(names - ids.keys()):
-        ids[name] = create_field_type(scope, name).id
+    missing = sorted(names - ids.keys())
+    if missing:
+        now = clock.now()
+        scope.session.connection().execute(
+            insert_ignoring_duplicates(scope.session, CustomFieldType, "account_id", "name"),
+            [
+                {"uuid": new_uuid(), "account_id": scope.account_id, "name": n, "created_at": now}
+                for n in missing
+            ],
+        )
+        ids = dict(scope.session.execute(stmt).all())
     return ids
 
 
@@ -790,11 +826,17 @@ def save_dynamic_list(
     segment = (
         get_dynamic_list(scope, list_id) if list_id else DynamicList(account_id=scope.account_id)
     )
-    clash = scope.session.scalars(
-        scope.select(DynamicList).where(DynamicList.name == fields.name)
-    ).first()
-    if clash is not None and clash is not segment:
-        raise Conflict(f"dynamic_list.name: {fields.name!r} is taken", field="dynamic_list.name")
+
+    def check_name() -> None:
+        clash = scope.session.scalars(
+            scope.select(DynamicList).where(DynamicList.name == fields.name)
+        ).first()
+        if clash is not None and clash is not segment:
+            raise Conflict(
+                f"dynamic_list.name: {fields.name!r} is taken", field="dynamic_list.name"
+            )
+
+    check_name()
     base = None
     if fields.subscription_list_id:
         base = referenced_list(
@@ -804,8 +846,8 @@ def save_dynamic_list(
     segment.subscription_list_id = None if base is None or base.is_default else base.id
     segment.search = fields.search
     segment.filters = [[c.model_dump() for c in group] for group in fields.filters]
-    scope.session.add(segment)
-    scope.session.flush()
+    with _unique(scope, check_name):
+        scope.session.add(segment)
     dynamic_list_count(scope, segment)  # names an unknown filter field before saving
     return segment
 
