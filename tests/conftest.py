@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -77,7 +77,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def database(settings: Settings) -> Iterator[db.Database]:
+def database(settings: Settings) -> db.Database:
     database = db.configure(settings.resolved_database_url)
     empty_all_tables(database)
     return database
@@ -109,23 +109,23 @@ class Api:
     key: str
     base: str
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         headers = {"authorization": f"Token token={self.key}", **kwargs.pop("headers", {})}
         return self.client.request(method, self.base + path, headers=headers, **kwargs)
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
         return self.request("GET", path, **kwargs)
 
-    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx2.Response:
         return self.request("POST", path, json=json, **kwargs)
 
-    def put(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> httpx2.Response:
         return self.request("PUT", path, json=json, **kwargs)
 
-    def patch(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+    def patch(self, path: str, json: Any = None, **kwargs: Any) -> httpx2.Response:
         return self.request("PATCH", path, json=json, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+    def delete(self, path: str, **kwargs: Any) -> httpx2.Response:
         return self.request("DELETE", path, **kwargs)
 
 

@@ -190,12 +190,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return envelope(
+        request_id = correlation_id.get()
+        response = envelope(
             500,
             "internal error; the server log has the details under this request id",
             "internal_error",
-            request_id=correlation_id.get(),
+            request_id=request_id,
         )
+        # The middleware cannot add its header to a response built after it gave up.
+        if request_id:
+            response.headers["X-Request-Id"] = request_id
+        return response
 
 
 def _is_unique_violation(exc: IntegrityError) -> bool:

@@ -139,6 +139,11 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+    # SQLite's own lower() folds ASCII only; searches and filters must ignore case for every
+    # letter, as they do on PostgreSQL.
+    dbapi_connection.create_function(
+        "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
+    )
 
 
 def _sqlite_on_begin(connection: Any) -> None:

@@ -485,7 +485,7 @@ def test_dynamic_bulk_with_explicit_ids_acts_on_them(api: Api, world: World) -> 
 # --- jobs --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jid", [UNKNOWN_ID, "nope"])
+@pytest.mark.parametrize("jid", [UNKNOWN_ID, "nope", "a%00b"])
 def test_unknown_job_is_404(api: Api, jid: str) -> None:
     assert_error(api.get(f"/jobs/{jid}"), 404, code="not_found")
 

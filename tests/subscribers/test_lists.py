@@ -86,6 +86,19 @@ def test_list_names_are_unique(api: Api, name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("first", "second"), [("Élan", "élan"), ("élan", "ÉLAN"), ("Ωmega", "ωMEGA")]
+)
+def test_list_names_are_unique_in_any_case_of_any_letter(api: Api, first: str, second: str) -> None:
+    add_list(api, first)
+    assert_error(
+        api.post("/subscription_lists", {"name": second}), 422, code="conflict", field="name"
+    )
+    other = add_list(api, "Other")
+    assert_error(api.put(f"/subscription_lists/{other}", {"name": second}), 422, field="name")
+    assert sorted(lists_by_name(api)) == sorted(["All contacts", first, "Other"])
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"name": ""},

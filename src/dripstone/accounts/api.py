@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
+from dripstone import db
 from dripstone.accounts import service
 from dripstone.accounts.models import Account
 from dripstone.db import AccountScope
@@ -50,7 +51,12 @@ def write_scope(
     session: Annotated[Session, Depends(write_session, scope="function")],
     header: Annotated[str | None, Security(api_key_header)],
 ) -> AccountScope:
-    return AccountScope(session, _account(request, session, header).id)
+    # Authenticate on a short read-only session: the write transaction (and on SQLite the
+    # write lock) then begins only at the service's first statement, not before the body
+    # has been validated.
+    with db.database().read_sessions() as auth_session:
+        account_id = _account(request, auth_session, header).id
+    return AccountScope(session, account_id)
 
 
 def read_scope(

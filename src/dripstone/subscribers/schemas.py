@@ -79,7 +79,8 @@ CustomValue = Annotated[
 ]
 CustomFields = Annotated[list[dict[FieldName, CustomValue]], Field(max_length=200)]
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
+# Ids are stored lower-case; a client that upper-cases one still names the same row.
+Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(str.lower)]
 ListName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
 ]
@@ -170,7 +171,8 @@ class DetailedSubscriberAttributes(SubscriberAttributes):
     updated_at: datetime
     custom_fields: list[CustomFieldValueOut]
     subscription_lists: list[MembershipOut]
-    statistics: SubscriberStatistics | None = None
+    # Present only when asked for (`with_stats=true`), as the contract says.
+    statistics: SubscriberStatistics | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class SubscriberResource(BaseModel):

@@ -60,7 +60,7 @@ def _by_public_id(scope: AccountScope, model: type[M], public_id: str) -> M | No
     (path ids are free text, and PostgreSQL refuses text with a NUL character in it)."""
     if not _PUBLIC_ID.fullmatch(public_id):
         return None
-    return scope.by_uuid(model, public_id)
+    return scope.by_uuid(model, public_id.lower())
 
 
 @contextmanager
@@ -143,12 +143,16 @@ def list_count(scope: AccountScope, lst: SubscriptionList) -> int:
 
 
 def _check_list_name(scope: AccountScope, name: str, current: SubscriptionList | None) -> None:
-    if name.lower() == "default":
+    folded = name.casefold()
+    if folded == "default":
         raise Invalid("name: a list may not be named 'default'", field="name")
-    stmt = scope.select(SubscriptionList).where(func.lower(SubscriptionList.name) == name.lower())
-    clash = scope.session.scalars(stmt).first()
-    if clash is not None and clash is not current:
-        raise Conflict(f"name: a list named {clash.name!r} already exists", field="name")
+    # Compared in Python: SQLite's lower() folds ASCII letters only. An account has few lists.
+    names = scope.session.execute(
+        scope.select(SubscriptionList, SubscriptionList.id, SubscriptionList.name)
+    ).all()
+    for list_id, existing in names:
+        if existing.casefold() == folded and (current is None or list_id != current.id):
+            raise Conflict(f"name: a list named {existing!r} already exists", field="name")
 
 
 def create_list(scope: AccountScope, name: str) -> SubscriptionList:
@@ -306,7 +310,7 @@ def create_subscriber(
     email = fields.email
     with _unique(scope, lambda: _ensure_unique_email(scope, email, None) if email else None):
         scope.session.add(subscriber)
-    set_custom_fields(scope, {subscriber.id: _merge_custom(fields.custom_fields)})
+    add_custom_fields(scope, {subscriber.id: _merge_custom(fields.custom_fields)})
     record_joins(scope, default_list(scope).id, [subscriber.id])
     if target is not None:
         _join(scope, target, [subscriber.id])
@@ -380,7 +384,7 @@ def bulk_create(
         for email in added
         if by_email[email].custom_fields
     }
-    set_custom_fields(scope, custom)
+    add_custom_fields(scope, custom)
     record_joins(scope, default_list(scope).id, list(added.values()))
     if target is not None:
         _join(scope, target, [ids[email] for email in emails if email in ids])
@@ -475,20 +479,13 @@ def _field_type_ids(scope: AccountScope, names: set[str]) -> dict[str, int]:
     return ids
 
 
-def set_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) -> None:
-    """Set custom field values, creating unknown field types on first use."""
+def add_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) -> None:
+    """Give new subscribers (who have no values yet) their custom field values, creating
+    unknown field types on first use."""
     values = {sid: fields for sid, fields in values.items() if fields}
     if not values:
         return
     type_ids = _field_type_ids(scope, {name for fields in values.values() for name in fields})
-    subscriber_ids = list(values)
-    for chunk in _chunks(subscriber_ids):
-        scope.session.execute(
-            delete(CustomFieldValue).where(
-                CustomFieldValue.subscriber_id.in_(chunk),
-                CustomFieldValue.field_type_id.in_(list(type_ids.values())),
-            )
-        )
     scope.session.connection().execute(
         insert(CustomFieldValue),
         [
