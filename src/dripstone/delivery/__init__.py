@@ -1,0 +1,27 @@
+"""Delivery: from a mailing's templates to messages handed to a mail server.
+
+Pure building blocks, with no database and no HTTP; the mailings domain (rows, send jobs,
+retries) and the public tracking endpoints are built on top of them. One send goes:
+
+    at save time    errors = template.check_templates(subject, html, text)  # refuse if any
+                    html = footer.with_unsubscribe_footer(html)  # on every save, never stacks
+    once per send   tokens = signing.TrackingTokens.from_settings(settings)
+                    prepared = prepare.PreparedMailing(subject=, html=, text=, tokens=)
+                    frame = mime.MessageFrame(from_email=, from_name=, reply_to=,
+                                              message_id_domain=, dkim_key=)
+                    transport = transports.open_transport(smtp_url, TransportOptions(...))
+    per recipient   rendered = prepared.render(template.Recipient(...), delivery_id)
+                    message = frame.build(rendered, to_email=, date=,
+                                          list_unsubscribe_url=rendered.unsubscribe_url)
+                    outcome = transport.send(message, from_addr, to_addr)
+                    # outcome.status: DELIVERED / DEFERRED (retry) / BOUNCED (suppress)
+
+Modules:
+    signing       signed click / open / unsubscribe tokens and their public URLs
+    template      merge tags: the Jinja2 sandbox, Recipient, check_templates
+    placeholders  hides merge tags from the HTML tools and restores them
+    footer        the unsubscribe footer (never stacked) and text derived from HTML
+    prepare       PreparedMailing (once per send) -> RenderedMessage (per recipient)
+    mime          MessageFrame / build: multipart/alternative, List-Unsubscribe, DKIM
+    transports    Transport registry by URL scheme: outbox files, pooled SMTP; Outcome
+"""
