@@ -27,6 +27,7 @@ class Server:
     base: str
     key: str
     pids: list[int]
+    database_url: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -105,7 +106,9 @@ def running_server(
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(base, process)
-            yield Server(base=base, key=key, pids=_server_pids(process.pid))
+            yield Server(
+                base=base, key=key, pids=_server_pids(process.pid), database_url=database_url
+            )
         finally:
             process.terminate()
             process.wait(timeout=60)
