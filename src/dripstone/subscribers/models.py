@@ -22,6 +22,11 @@ class Subscriber(PublicId, AccountOwned, Timestamps, Base):
         Index("ix_subscribers_account_updated", "account_id", "updated_at", "id"),
         Index("ix_subscribers_account_first_name", "account_id", "first_name", "id"),
         Index("ix_subscribers_account_last_name", "account_id", "last_name", "id"),
+        # SQLite's unique index above already carries the rowid for the id tie-break;
+        # PostgreSQL's does not, and without this deep pages sorted by email visit the table.
+        Index("ix_subscribers_account_email_id", "account_id", "email", "id").ddl_if(
+            dialect="postgresql"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
