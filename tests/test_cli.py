@@ -110,6 +110,9 @@ def test_a_second_account_with_the_same_name_is_refused(env: dict[str, str]) -> 
         ("DRIPSTONE_QUEUE_URL", "amqp://localhost"),
         ("DRIPSTONE_SECRET_KEY", "short"),
         ("DRIPSTONE_JOB_BATCH_SIZE", "many"),
+        ("DRIPSTONE_SMTP_URL", "http://relay.example.com"),
+        ("DRIPSTONE_RETRY_BASE_SECONDS", "0"),
+        ("DRIPSTONE_DKIM_SELECTOR", "mail2026"),  # without the domain and key file
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line_naming_the_variable(

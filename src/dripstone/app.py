@@ -18,17 +18,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dripstone import db
 from dripstone.config import Settings, load_settings
+from dripstone.delivery.service import configure_pipeline
 from dripstone.errors import DripstoneError
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs import tasks as jobs_tasks
 from dripstone.jobs.api import router as jobs_router
 from dripstone.jobs.queue import configure_queue, create_consumer
+from dripstone.jobs.ticker import Ticker
 from dripstone.logs import configure_logging
+from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
+from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
 
-DOMAIN_ROUTERS = (subscribers_router, jobs_router)
+DOMAIN_ROUTERS = (subscribers_router, mailings_router, jobs_router)
 BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
     400: "bad_request",
@@ -52,6 +56,7 @@ def configure_runtime(settings: Settings) -> None:
             max_attempts=settings.job_max_attempts,
         )
     )
+    configure_pipeline(settings)
 
 
 def create_app(settings: Settings | None = None, *, run_consumer: bool = False) -> FastAPI:
@@ -62,15 +67,19 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        consumer = None
+        consumer, ticker = None, None
         if run_consumer:
             jobs_tasks.optimize_database.call_local()
             jobs_service.recover_jobs(db.database())
             consumer = create_consumer(settings.queue_workers, embedded=True)
             consumer.start()
+            ticker = Ticker()
+            ticker.start()
         try:
             yield
         finally:
+            if ticker is not None:
+                ticker.stop()
             if consumer is not None:
                 consumer.stop(graceful=True)
 
@@ -97,6 +106,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
         marketing.include_router(router)
     app.include_router(orca)
     app.include_router(marketing)
+    app.include_router(tracking_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -92,9 +92,11 @@ def worker(
     migrations.upgrade(settings.resolved_database_url)
     configure_runtime(settings)
     import dripstone.tasks  # noqa: F401
+    from dripstone.jobs.ticker import Ticker
 
     recover_jobs(db.database())
     err.print(f"Dripstone worker consuming {settings.resolved_queue_url.split('@')[-1]}")
+    Ticker().start()
     create_consumer(workers or settings.queue_workers, embedded=False).run()
 
 

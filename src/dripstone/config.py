@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     job_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     job_lease_seconds: Annotated[int, Field(ge=5)] = 60
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    # Delivery: where messages go (empty: the outbox folder), and how.
+    smtp_url: str = ""
+    smtp_pool_size: Annotated[int, Field(ge=1, le=100)] = 4
+    smtp_max_per_second: Annotated[float, Field(ge=0)] = 0  # 0: no limit
+    smtp_timeout: Annotated[float, Field(gt=0, le=600)] = 30
+    from_email: str = "dripstone@localhost.localdomain"
+    list_unsubscribe_mailto: str = ""
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_private_key_file: Path | None = None
+    retry_base_seconds: Annotated[int, Field(ge=1)] = 60
+    retry_horizon_seconds: Annotated[int, Field(ge=60)] = 3 * 24 * 3600
+    delivery_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    # A dispatcher that has not finished a claimed delivery by then is presumed dead.
+    delivery_claim_seconds: Annotated[int, Field(ge=5)] = 600
 
     @field_validator("database_url")
     @classmethod
@@ -60,6 +75,23 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL such as https://mail.example.com")
         return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("smtp", "smtps", "outbox"):
+            raise ValueError("must start with smtp://, smtps:// or outbox://")
+        return value
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> Settings:
+        given = [bool(self.dkim_domain), bool(self.dkim_selector), bool(self.dkim_private_key_file)]
+        if any(given) and not all(given):
+            raise ValueError(
+                "DRIPSTONE_DKIM_DOMAIN, DRIPSTONE_DKIM_SELECTOR and "
+                "DRIPSTONE_DKIM_PRIVATE_KEY_FILE go together: set all three or none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _strong_secret(self) -> Settings:
@@ -106,7 +138,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
-        name = f"DRIPSTONE_{field.upper()}" if field else "DRIPSTONE_SECRET_KEY"
         message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{name}: {message}") from None
+        if not error["loc"]:  # a check across settings: its message names them
+            raise ConfigError(message) from None
+        raise ConfigError(f"DRIPSTONE_{str(error['loc'][0]).upper()}: {message}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,6 +119,7 @@ class PublicId:
 
 
 M = TypeVar("M")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class AccountScope:
@@ -132,7 +134,11 @@ class AccountScope:
         return stmt.where(model.account_id == self.account_id)  # type: ignore[attr-defined]
 
     def by_uuid(self, model: type[M], public_id: str) -> M | None:
-        stmt = self.select(model).where(model.uuid == public_id)  # type: ignore[attr-defined]
+        """The row with this public id. Text that is not a UUID names nothing and is not
+        looked up (ids in paths are free text; PostgreSQL refuses text holding NUL)."""
+        if not _UUID.fullmatch(public_id):
+            return None
+        stmt = self.select(model).where(model.uuid == public_id.lower())  # type: ignore[attr-defined]
         return self.session.scalars(stmt).one_or_none()
 
     def by_id(self, model: type[M], internal_id: int) -> M | None:

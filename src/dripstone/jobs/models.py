@@ -30,6 +30,8 @@ class Job(AccountOwned, Base):
     error: Mapped[str | None] = mapped_column(Text)
     lease_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None]
+    # A scheduled job is not claimed before this time, whoever picks it off the queue.
+    not_before: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

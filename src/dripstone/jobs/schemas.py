@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 class JobAttributes(BaseModel):
     kind: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     total: int
     done: int
     failed: int

@@ -6,10 +6,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -19,6 +19,7 @@ from dripstone.jobs.models import Job
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+CANCELLED = "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
 
 
@@ -28,12 +29,19 @@ class JobError(Exception):
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one batch of a job did. `cursor` is where the next batch starts."""
+    """What one batch of a job did. `cursor` is where the next batch starts.
+
+    With `wait_seconds`, the job has nothing to do until then (it waits on work that others
+    do, such as deliveries): it stays running, gives up its worker and is resumed by the tick.
+    """
 
     done: int
     failed: int
     cursor: int
     finished: bool
+    wait_seconds: float = 0.0
+    # The job cannot go on: it fails with this message, in the same transaction as the step.
+    failed_with: str | None = None
 
 
 Step = Callable[[Session, Job, int], StepResult]
@@ -67,24 +75,46 @@ def job_step(kind: str) -> Callable[[Step], Step]:
 
 
 def create_job(
-    session: Session, account_id: int, kind: str, payload: dict[str, Any], *, total: int = 0
+    session: Session,
+    account_id: int,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    total: int = 0,
+    not_before: datetime | None = None,
 ) -> Job:
-    """Record a queued job; it is enqueued once the surrounding transaction commits."""
+    """Record a queued job; it is enqueued once the surrounding transaction commits, or
+    by the tick once `not_before` has come."""
     if kind not in _steps:
         raise ValueError(f"no job step registered for {kind!r}")
+    now = clock.now()
+    later = not_before is not None and not_before > now
     job = Job(
         account_id=account_id,
         kind=kind,
         payload=payload,
         total=total,
         state=QUEUED,
-        lease_expires_at=clock.now() + timedelta(seconds=_limits.lease_seconds),
+        not_before=not_before if later else None,
+        lease_expires_at=max(now, not_before or now) + timedelta(seconds=_limits.lease_seconds),
     )
     session.add(job)
     session.flush()
     jid = job.id
-    after_commit(session, lambda: enqueue(jid))
+    if not later:
+        after_commit(session, lambda: enqueue(jid))
     return job
+
+
+def cancel_job(session: Session, job: Job) -> bool:
+    """Cancel `job` if no worker has started it; returns whether it was cancelled."""
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == QUEUED, Job.started_at.is_(None))
+        .values(state=CANCELLED, finished_at=clock.now(), lease_expires_at=None)
+    )
+    session.expire(job)
+    return bool(cancelled.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def enqueue(jid: str, delay_seconds: float = 0) -> None:
@@ -124,12 +154,18 @@ def _claim(db: Database, jid: str, limits: JobLimits) -> str | None:
     with db.transaction() as session:
         claimed = session.execute(
             update(Job)
-            .where(Job.id == jid, Job.state == QUEUED)
+            .where(
+                Job.id == jid,
+                or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None))),
+                or_(Job.not_before.is_(None), Job.not_before <= now),
+            )
             .values(
                 state=RUNNING,
                 lease_token=token,
                 lease_expires_at=now + timedelta(seconds=limits.lease_seconds),
-                attempts=Job.attempts + 1,
+                not_before=None,
+                # Resuming a waiting job is not a new attempt at it.
+                attempts=case((Job.state == QUEUED, Job.attempts + 1), else_=Job.attempts),
                 started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
             )
         )
@@ -150,11 +186,23 @@ def _run_one_batch(db: Database, jid: str, token: str, limits: JobLimits) -> boo
         job.done += result.done
         job.failed += result.failed
         job.cursor = result.cursor
+        if result.failed_with is not None:
+            job.state = FAILED
+            job.error = result.failed_with
+            job.finished_at = clock.now()
+            job.lease_token = None
+            job.lease_expires_at = None
+            return True
         if result.finished:
             job.state = SUCCEEDED
             job.finished_at = clock.now()
             job.lease_token = None
             job.lease_expires_at = None
+        elif result.wait_seconds > 0:
+            job.lease_token = None
+            job.not_before = clock.now() + timedelta(seconds=result.wait_seconds)
+            job.lease_expires_at = job.not_before + timedelta(seconds=limits.lease_seconds)
+            return True
         return result.finished
 
 
@@ -206,6 +254,11 @@ def recover_jobs(db: Database) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for job in stale:
+            if job.state == RUNNING and job.lease_token is None:  # waiting; its tick was missed
+                job.not_before = None
+                job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
+                after_commit(session, lambda jid=job.id: enqueue(jid))  # type: ignore[misc]
+                continue
             if job.state == RUNNING and job.attempts >= limits.max_attempts:
                 job.state = FAILED
                 job.error = f"the worker running this job stopped {job.attempts} times; giving up"
@@ -219,3 +272,22 @@ def recover_jobs(db: Database) -> int:
             requeued = job.id
             after_commit(session, lambda jid=requeued: enqueue(jid))  # type: ignore[misc]
         return len(stale)
+
+
+def resume_due_jobs(db: Database) -> int:
+    """Enqueue the jobs whose time has come: scheduled ones, and running ones that waited."""
+    now, limits = clock.now(), _limits
+    with db.transaction() as session:
+        due = session.scalars(
+            select(Job)
+            .where(
+                or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None))),
+                Job.not_before <= now,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in due:
+            job.not_before = None
+            job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
+            after_commit(session, lambda jid=job.id: enqueue(jid))  # type: ignore[misc]
+        return len(due)

@@ -7,6 +7,7 @@ from huey import crontab
 from dripstone import db
 from dripstone.jobs import service
 from dripstone.jobs.queue import huey
+from dripstone.jobs.ticker import on_tick
 
 
 @huey.task(name="run_job")  # type: ignore[untyped-decorator]
@@ -26,3 +27,6 @@ def optimize_database() -> None:
     if database.is_sqlite:
         with database.engine.begin() as connection:
             connection.exec_driver_sql("PRAGMA optimize=0x10002")
+
+
+on_tick(service.resume_due_jobs)

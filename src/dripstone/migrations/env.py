@@ -9,8 +9,11 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import DateTime
 
 import dripstone.accounts.models
+import dripstone.delivery.models
 import dripstone.jobs.models
-import dripstone.subscribers.models  # noqa: F401
+import dripstone.mailings.models
+import dripstone.subscribers.models
+import dripstone.tracking.models  # noqa: F401
 from dripstone.db import Base, UTCDateTime, create_engine
 
 QUEUE_TABLE_PREFIX = "huey_"

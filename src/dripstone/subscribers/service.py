@@ -742,7 +742,7 @@ def start_bulk_change(
     """Queue a job that opts every selected subscriber in or out globally."""
     if dynamic:
         segment = referenced_dynamic_list(scope, request.list_id, "from_subscription_list_id")
-        selection = _segment_selection(segment)
+        selection = segment_selection(segment)
     else:
         lst = referenced_list(scope, request.list_id, "from_subscription_list_id")
         selection = Selection(
@@ -802,14 +802,14 @@ def get_dynamic_list(scope: AccountScope, list_id: str) -> DynamicList:
     return found
 
 
-def _segment_selection(segment: DynamicList) -> Selection:
+def segment_selection(segment: DynamicList) -> Selection:
     return Selection(
         list_id=segment.subscription_list_id, search=segment.search, filters=segment.filters
     )
 
 
 def dynamic_list_count(scope: AccountScope, segment: DynamicList) -> int:
-    return count_selected(scope, _segment_selection(segment))
+    return count_selected(scope, segment_selection(segment))
 
 
 def list_dynamic_lists(scope: AccountScope) -> list[DynamicList]:

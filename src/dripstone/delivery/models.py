@@ -1,0 +1,75 @@
+"""Tables of the delivery pipeline: one row per message, and the suppressed addresses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dripstone.db import AccountOwned, Base, BigIntId
+
+
+class Delivery(AccountOwned, Base):
+    """One message to one address: written before it leaves, marked after the reply.
+
+    status: pending (due at next_attempt_at; attempts > 0 means deferred), claimed (taken by
+    a dispatcher, not yet attempted), sending (handed to the transport; the reply is not
+    recorded yet), then one of delivered, soft_bounced, hard_bounced, skipped (not sent:
+    the address opted out, unsubscribed, was suppressed or deleted; the reason in smtp_reply).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id"),
+        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_send_status", "send_id", "status"),
+        Index("ix_deliveries_mailing_status", "campaign_mailing_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # campaign, preview, test (drip in drips)
+    send_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("campaign_mailing_sends.id", ondelete="CASCADE")
+    )
+    campaign_mailing_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("campaign_mailings.id", ondelete="CASCADE")
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    # The list an unsubscribe from this message leaves (None: the default list, a global opt-out).
+    subscription_list_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("subscription_lists.id", ondelete="SET NULL")
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    tracked: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_until: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    smtp_code: Mapped[int | None]
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+
+
+class Suppression(AccountOwned, Base):
+    """An address the account never sends to again (it hard-bounced)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(Text)
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime]

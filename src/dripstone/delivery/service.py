@@ -1,0 +1,702 @@
+"""Deliveries: one row per message, written before it leaves and marked after the reply.
+
+A delivery is `pending` (due at `next_attempt_at`; with attempts > 0 it was deferred), then
+`claimed` by a dispatcher (taken, not yet handed to the transport), then `sending` (handed
+over; the reply is not recorded yet), then final: `delivered`, `soft_bounced` (4xx until the
+retry horizon), `hard_bounced` (5xx; the address is suppressed for the account), `skipped`
+(never sent: opted out, unsubscribed, suppressed or deleted by the time it was due) or
+`failed` (its content could not be rendered for this recipient).
+
+Exactly once. Every state change is conditional on the dispatcher's claim token, so two
+dispatchers never both send a row. One transaction per message records the previous
+message's outcome and marks the next one `sending`; a crash therefore leaves at most one row
+per dispatcher in `sending`. That row is the one window no design can close: the relay may
+have taken the message just before the process died. The recovery sweep sends such a row
+again with the same Message-ID (receivers that see the Message-ID twice treat it as one
+message); rows still `claimed` were never handed over and are simply sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, exists, func, not_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from dripstone import clock
+from dripstone.config import Settings
+from dripstone.db import Database
+from dripstone.delivery.mime import DkimKey, MessageFrame, UnsafeHeaderError, new_message_id
+from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.prepare import PreparedMailing
+from dripstone.delivery.signing import TrackingTokens
+from dripstone.delivery.template import Recipient, TemplateError
+from dripstone.delivery.transports import (
+    Outcome,
+    Status,
+    Transport,
+    TransportOptions,
+    open_transport,
+)
+from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
+from dripstone.subscribers.models import (
+    CustomFieldType,
+    CustomFieldValue,
+    Subscriber,
+    Subscription,
+)
+
+log = logging.getLogger(__name__)
+
+PENDING, CLAIMED, SENDING = "pending", "claimed", "sending"
+DELIVERED, SOFT_BOUNCED, HARD_BOUNCED = "delivered", "soft_bounced", "hard_bounced"
+SKIPPED, FAILED = "skipped", "failed"
+FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
+BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
+
+CAMPAIGN, PREVIEW, TEST = "campaign", "preview", "test"
+TEST_SUBJECT_PREFIX = "[Test] "
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How dispatchers pace themselves and when they give up on an address."""
+
+    retry_base_seconds: int = 60
+    retry_horizon_seconds: int = 3 * 24 * 3600
+    batch_size: int = 200
+    # A claimed row not finished by then is taken back by the sweep. Longer than any one
+    # SMTP exchange can take, so a slow relay does not make two dispatchers send a row.
+    claim_seconds: int = 600
+    # A dispatch task returns after this long, so sends cannot starve the queue's other work.
+    budget_seconds: float = 10.0
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """The wait after the `attempts`-th deferral: base, then doubling."""
+        return timedelta(seconds=self.retry_base_seconds * 2 ** min(attempts - 1, 30))
+
+
+@dataclass
+class Pipeline:
+    """What this process sends with: transport, URL signing, DKIM and defaults."""
+
+    transport: Transport
+    tokens: TrackingTokens
+    policy: DeliveryPolicy
+    default_from_email: str
+    unsubscribe_mailto: str | None = None
+    dkim_key: DkimKey | None = None
+    _prepared: dict[tuple[Any, ...], tuple[PreparedMailing, MessageFrame]] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def prepared(
+        self, key: tuple[Any, ...], content: Content
+    ) -> tuple[PreparedMailing, MessageFrame]:
+        """The prepared templates and message frame for `content`, built once per key."""
+        with self._lock:
+            found = self._prepared.get(key)
+        if found is not None:
+            return found
+        prepared = PreparedMailing(
+            subject=content.subject, html=content.html, text=content.text, tokens=self.tokens
+        )
+        from_email = content.from_email or self.default_from_email
+        frame = MessageFrame(
+            from_email=from_email,
+            from_name=content.from_name,
+            reply_to=content.reply_to,
+            message_id_domain=from_email.rpartition("@")[2],
+            dkim_key=self.dkim_key,
+        )
+        with self._lock:
+            if len(self._prepared) > 256:  # content of long-finished sends
+                self._prepared.clear()
+            self._prepared[key] = (prepared, frame)
+        return prepared, frame
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a message says and who it is from, before merge tags."""
+
+    subject: str
+    html: str | None
+    text: str | None
+    from_email: str | None
+    from_name: str | None
+    reply_to: str | None
+
+
+_pipeline: Pipeline | None = None
+
+
+def configure_pipeline(settings: Settings, **options: Any) -> Pipeline:
+    """Open this process's transport from the settings (`options` override TransportOptions)."""
+    global _pipeline
+    close_pipeline()
+    transport = open_transport(
+        settings.smtp_url,
+        TransportOptions(
+            data_dir=settings.data_dir,
+            pool_size=settings.smtp_pool_size,
+            max_per_second=settings.smtp_max_per_second or None,
+            timeout=settings.smtp_timeout,
+            **options,
+        ),
+    )
+    dkim_key = None
+    if settings.dkim_private_key_file is not None:
+        dkim_key = _read_dkim_key(settings)
+    _pipeline = Pipeline(
+        transport=transport,
+        tokens=TrackingTokens.from_settings(settings),
+        policy=DeliveryPolicy(
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_horizon_seconds=settings.retry_horizon_seconds,
+            batch_size=settings.delivery_batch_size,
+            claim_seconds=settings.delivery_claim_seconds,
+        ),
+        default_from_email=settings.from_email,
+        unsubscribe_mailto=_mailto(settings.list_unsubscribe_mailto),
+        dkim_key=dkim_key,
+    )
+    return _pipeline
+
+
+def _mailto(address: str) -> str | None:
+    if not address:
+        return None
+    return address if address.lower().startswith("mailto:") else f"mailto:{address}"
+
+
+def _read_dkim_key(settings: Settings) -> DkimKey:
+    path = Path(settings.dkim_private_key_file or "")
+    key = path.read_bytes().strip()
+    algorithm = "rsa-sha256" if key.startswith(b"-----BEGIN") else "ed25519-sha256"
+    return DkimKey(
+        selector=settings.dkim_selector,
+        domain=settings.dkim_domain,
+        private_key=key,
+        algorithm=algorithm,  # type: ignore[arg-type]
+    )
+
+
+def pipeline() -> Pipeline:
+    """This process's pipeline (configure_pipeline must have run)."""
+    if _pipeline is None:
+        raise RuntimeError("dripstone.delivery.service.configure_pipeline() has not been called")
+    return _pipeline
+
+
+def default_from_email() -> str:
+    """The From address of mailings and sends that name none."""
+    return pipeline().default_from_email
+
+
+def close_pipeline() -> None:
+    global _pipeline
+    if _pipeline is not None:
+        _pipeline.transport.close()
+        _pipeline = None
+
+
+# --- who may be sent to ---------------------------------------------------------------------
+
+
+def not_suppressed(account_id: Any, email: Any) -> Any:
+    """SQL: `email` is not on the account's suppression list."""
+    return not_(exists().where(Suppression.account_id == account_id, Suppression.email == email))
+
+
+def reachable_subscriber() -> Any:
+    """SQL over Subscriber: has an address, has not opted out, is not suppressed."""
+    return and_(
+        Subscriber.email.is_not(None),
+        Subscriber.opted_out_on.is_(None),
+        not_suppressed(Subscriber.account_id, Subscriber.email),
+    )
+
+
+# --- dispatching ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Due:
+    """One claimed delivery with everything needed to send it."""
+
+    id: int
+    account_id: int
+    kind: str
+    email: str
+    tracked: bool
+    attempts: int
+    created_at: datetime
+    message_id: str | None
+    content_key: tuple[Any, ...]
+    content: Content | None
+    recipient: Recipient
+    skip_reason: str | None = None
+
+
+def has_due_deliveries(database: Database) -> bool:
+    """Whether any delivery is due now (cheap: one indexed probe)."""
+    with database.engine.connect() as connection:
+        found = connection.execute(
+            select(Delivery.id)
+            .where(Delivery.status == PENDING, Delivery.next_attempt_at <= clock.now())
+            .limit(1)
+        ).first()
+    return found is not None
+
+
+def dispatch_due(database: Database, active: Pipeline | None = None) -> int:
+    """Send due deliveries, batch after batch, until none is due or the time budget is spent.
+    Returns how many messages were handed to the transport."""
+    active = active or pipeline()
+    started = time.monotonic()
+    handed_over = 0
+    while time.monotonic() - started < active.policy.budget_seconds:
+        token = str(uuid.uuid4())
+        claimed = _claim(database, token, active.policy)
+        if not claimed:
+            break
+        handed_over += _send_batch(database, active, token, claimed)
+    return handed_over
+
+
+def _claim(database: Database, token: str, policy: DeliveryPolicy) -> list[int]:
+    now = clock.now()
+    due = (
+        select(Delivery.id)
+        .where(Delivery.status == PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(policy.batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    with database.engine.begin() as connection:
+        rows = connection.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(due.scalar_subquery()), Delivery.status == PENDING)
+            .values(
+                status=CLAIMED,
+                claim_token=token,
+                claimed_until=now + timedelta(seconds=policy.claim_seconds),
+            )
+            .returning(Delivery.id)
+        )
+        return sorted(row[0] for row in rows)
+
+
+def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[int]) -> int:
+    with database.engine.connect() as connection:
+        due = _load(connection, ids)
+    skipped = [d for d in due if d.skip_reason is not None]
+    if skipped:
+        with database.engine.begin() as connection:
+            _finish_unsent(connection, token, skipped)
+    handed_over = 0
+    previous: tuple[_Due, Outcome] | None = None
+    remaining = [d for d in due if d.skip_reason is None]
+    for position, delivery in enumerate(remaining):
+        message = _build(active, delivery)
+        if message is None:
+            with database.engine.begin() as connection:
+                _finish_unsent(connection, token, [delivery], status=FAILED)
+            continue
+        with database.engine.begin() as connection:
+            if previous is not None:
+                _record(connection, active.policy, token, *previous)
+                previous = None
+            marked = connection.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery.id,
+                    Delivery.claim_token == token,
+                    Delivery.status == CLAIMED,
+                )
+                .values(status=SENDING, message_id=delivery.message_id)
+            )
+        if marked.rowcount != 1:
+            continue  # taken back by the sweep; someone else sends it
+        outcome = active.transport.send(message, _envelope_from(active, delivery), delivery.email)
+        handed_over += 1
+        previous = (delivery, outcome)
+        if outcome.status is Status.DEFERRED and outcome.code is None:
+            # The relay cannot be reached: the rest of the batch waits for the same retry
+            # instead of each failing on its own.
+            with database.engine.begin() as connection:
+                _record(connection, active.policy, token, *previous)
+                previous = None
+                later = [d.id for d in remaining[position + 1 :]]
+                _release(connection, active.policy, token, later, outcome)
+            break
+    if previous is not None:
+        with database.engine.begin() as connection:
+            _record(connection, active.policy, token, *previous)
+    return handed_over
+
+
+def _envelope_from(active: Pipeline, delivery: _Due) -> str:
+    assert delivery.content is not None
+    return delivery.content.from_email or active.default_from_email
+
+
+def _build(active: Pipeline, delivery: _Due) -> bytes | None:
+    assert delivery.content is not None
+    try:
+        prepared, frame = active.prepared(delivery.content_key, delivery.content)
+        if delivery.tracked:
+            rendered = prepared.render(delivery.recipient, delivery.id)
+        elif delivery.kind == PREVIEW or delivery.kind == TEST:
+            rendered = prepared.render(delivery.recipient, None, tracked=False)
+        else:
+            rendered = prepared.render(delivery.recipient, delivery.id, tracked=False)
+        if delivery.message_id is None:
+            delivery.message_id = new_message_id(
+                _envelope_from(active, delivery).rpartition("@")[2]
+            )
+        return frame.build(
+            rendered,
+            to_email=delivery.email,
+            list_unsubscribe_url=rendered.unsubscribe_url,
+            list_unsubscribe_mailto=active.unsubscribe_mailto,
+            date=clock.now(),
+            message_id=delivery.message_id,
+        )
+    except (TemplateError, UnsafeHeaderError) as exc:
+        log.warning("delivery %s cannot be built: %s", delivery.id, exc)
+        delivery.skip_reason = str(exc)[:500]
+        return None
+
+
+def _record(
+    connection: Connection, policy: DeliveryPolicy, token: str, delivery: _Due, outcome: Outcome
+) -> None:
+    now = clock.now()
+    attempts = delivery.attempts + 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "smtp_code": outcome.code,
+        "smtp_reply": outcome.reply[:2000],
+        "claim_token": None,
+        "claimed_until": None,
+    }
+    if outcome.status is Status.DELIVERED:
+        values.update(status=DELIVERED, sent_at=now, finished_at=now)
+    elif outcome.status is Status.BOUNCED:
+        values.update(status=HARD_BOUNCED, finished_at=now)
+        _suppress(connection, delivery, outcome)
+    else:
+        retry_at = now + policy.retry_delay(attempts)
+        horizon = delivery.created_at + timedelta(seconds=policy.retry_horizon_seconds)
+        if retry_at > horizon:
+            values.update(status=SOFT_BOUNCED, finished_at=now)
+        else:
+            values.update(status=PENDING, next_attempt_at=retry_at)
+    connection.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery.id, Delivery.claim_token == token, Delivery.status == SENDING
+        )
+        .values(**values)
+    )
+
+
+def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(
+        insert(Suppression)
+        .values(
+            account_id=delivery.account_id,
+            email=delivery.email,
+            reason=f"{outcome.code} {outcome.reply}"[:2000],
+            delivery_id=delivery.id,
+            created_at=clock.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "email"])
+    )
+
+
+def _finish_unsent(
+    connection: Connection, token: str, deliveries: Iterable[_Due], status: str = SKIPPED
+) -> None:
+    now = clock.now()
+    connection.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == bindparam("delivery_id"),
+            Delivery.claim_token == token,
+            Delivery.status == CLAIMED,
+        )
+        .values(
+            status=status,
+            smtp_reply=bindparam("reason"),
+            finished_at=now,
+            claim_token=None,
+            claimed_until=None,
+        ),
+        [{"delivery_id": d.id, "reason": d.skip_reason} for d in deliveries],
+    )
+
+
+def _release(
+    connection: Connection,
+    policy: DeliveryPolicy,
+    token: str,
+    ids: Sequence[int],
+    outcome: Outcome,
+) -> None:
+    if not ids:
+        return
+    connection.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.claim_token == token, Delivery.status == CLAIMED)
+        .values(
+            status=PENDING,
+            next_attempt_at=clock.now() + timedelta(seconds=policy.retry_base_seconds),
+            smtp_code=outcome.code,
+            smtp_reply=outcome.reply[:2000],
+            claim_token=None,
+            claimed_until=None,
+        )
+    )
+
+
+def recover_deliveries(database: Database) -> int:
+    """Take back claims whose dispatcher died. Rows it had handed to the transport (`sending`)
+    go out again with their Message-ID; the window is described in the module docstring."""
+    now = clock.now()
+    with database.engine.begin() as connection:
+        stale = connection.execute(
+            select(Delivery.id, Delivery.status)
+            .where(Delivery.status.in_((CLAIMED, SENDING)), Delivery.claimed_until < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not stale:
+            return 0
+        in_doubt = [row.id for row in stale if row.status == SENDING]
+        if in_doubt:
+            log.warning(
+                "%d deliveries were being sent when their dispatcher stopped; "
+                "sending them again with their Message-ID",
+                len(in_doubt),
+            )
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([row.id for row in stale]))
+            .values(status=PENDING, claim_token=None, claimed_until=None, next_attempt_at=now)
+        )
+    return len(stale)
+
+
+# --- loading what a batch needs ---------------------------------------------------------------
+
+
+def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
+    rows = connection.execute(
+        select(
+            Delivery.id,
+            Delivery.account_id,
+            Delivery.kind,
+            Delivery.email,
+            Delivery.tracked,
+            Delivery.attempts,
+            Delivery.created_at,
+            Delivery.message_id,
+            Delivery.send_id,
+            Delivery.campaign_mailing_id,
+            Delivery.subscriber_id,
+            Delivery.subscription_list_id,
+            Subscriber.email.label("subscriber_email"),
+            Subscriber.first_name,
+            Subscriber.last_name,
+            Subscriber.phone_number,
+            Subscriber.opted_out_on,
+        )
+        .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    subscriber_ids = [r.subscriber_id for r in rows if r.subscriber_id is not None]
+    custom = _custom_fields(connection, subscriber_ids)
+    left = _unsubscribed_pairs(connection, rows)
+    suppressed = _suppressed(connection, rows)
+    contents = _contents(connection, rows)
+    due = []
+    for r in rows:
+        content_key, content = contents[(r.send_id, r.campaign_mailing_id, r.kind)]
+        recipient = Recipient(
+            email=r.email,
+            first_name=r.first_name,
+            last_name=r.last_name,
+            phone_number=r.phone_number,
+            custom=custom.get(r.subscriber_id, {}),
+        )
+        item = _Due(
+            id=r.id,
+            account_id=r.account_id,
+            kind=r.kind,
+            email=r.email,
+            tracked=r.tracked,
+            attempts=r.attempts,
+            created_at=r.created_at,
+            message_id=r.message_id,
+            content_key=content_key,
+            content=content,
+            recipient=recipient,
+        )
+        item.skip_reason = _skip_reason(r, left, suppressed)
+        due.append(item)
+    return due
+
+
+def _skip_reason(
+    row: Any, left: set[tuple[int, int]], suppressed: set[tuple[int, str]]
+) -> str | None:
+    if (row.account_id, row.email) in suppressed:
+        return "suppressed: the address bounced before"
+    if row.kind != CAMPAIGN:
+        return None
+    if row.subscriber_id is None or row.subscriber_email is None:
+        return "the subscriber was deleted"
+    if row.opted_out_on is not None:
+        return "the subscriber opted out of all mail"
+    if (row.subscriber_id, row.subscription_list_id) in left:
+        return "the subscriber left the list"
+    return None
+
+
+def _custom_fields(
+    connection: Connection, subscriber_ids: Sequence[int]
+) -> dict[int, dict[str, str | None]]:
+    found: dict[int, dict[str, str | None]] = {}
+    if not subscriber_ids:
+        return found
+    rows = connection.execute(
+        select(CustomFieldValue.subscriber_id, CustomFieldType.name, CustomFieldValue.value)
+        .join(CustomFieldType, CustomFieldType.id == CustomFieldValue.field_type_id)
+        .where(CustomFieldValue.subscriber_id.in_(subscriber_ids))
+    )
+    for subscriber_id, name, value in rows:
+        found.setdefault(subscriber_id, {})[name] = value
+    return found
+
+
+def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, int]]:
+    """(subscriber, list) pairs among `rows` where the subscriber is no longer on the list."""
+    pairs = {
+        (r.subscriber_id, r.subscription_list_id)
+        for r in rows
+        if r.kind == CAMPAIGN and r.subscriber_id is not None and r.subscription_list_id is not None
+    }
+    if not pairs:
+        return set()
+    members = connection.execute(
+        select(Subscription.subscriber_id, Subscription.subscription_list_id).where(
+            Subscription.subscriber_id.in_([p[0] for p in pairs]),
+            Subscription.subscription_list_id.in_({p[1] for p in pairs}),
+            Subscription.unsubscribed_at.is_(None),
+        )
+    )
+    on_list = {(subscriber_id, list_id) for subscriber_id, list_id in members}
+    return {pair for pair in pairs if pair not in on_list}
+
+
+def _suppressed(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
+    emails = {r.email for r in rows}
+    accounts = {r.account_id for r in rows}
+    found = connection.execute(
+        select(Suppression.account_id, Suppression.email).where(
+            Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
+        )
+    )
+    return {(account_id, email) for account_id, email in found}
+
+
+def _contents(
+    connection: Connection, rows: Sequence[Any]
+) -> dict[tuple[Any, ...], tuple[tuple[Any, ...], Content]]:
+    """Each (send, mailing, kind) of the batch: its cache key and its content."""
+    found: dict[tuple[Any, ...], tuple[tuple[Any, ...], Content]] = {}
+    send_ids = {r.send_id for r in rows if r.send_id is not None}
+    if send_ids:
+        sends = connection.execute(
+            select(
+                CampaignMailingSend.id,
+                CampaignMailingSend.campaign_mailing_id,
+                CampaignMailingSend.subject,
+                CampaignMailingSend.html_part,
+                CampaignMailingSend.text_part,
+                CampaignMailingSend.from_email,
+                CampaignMailingSend.from_name,
+                CampaignMailingSend.reply_to,
+            ).where(CampaignMailingSend.id.in_(send_ids))
+        )
+        for send in sends:
+            content = Content(
+                subject=send.subject,
+                html=send.html_part,
+                text=send.text_part,
+                from_email=send.from_email,
+                from_name=send.from_name,
+                reply_to=send.reply_to,
+            )
+            for kind in (CAMPAIGN, PREVIEW):
+                found[(send.id, send.campaign_mailing_id, kind)] = (("send", send.id), content)
+    mailing_ids = {r.campaign_mailing_id for r in rows if r.send_id is None}
+    if mailing_ids:
+        mailings = connection.execute(
+            select(
+                CampaignMailing.id,
+                CampaignMailing.updated_at,
+                CampaignMailing.subject,
+                CampaignMailing.html_part,
+                CampaignMailing.text_part,
+                CampaignMailing.from_email,
+                CampaignMailing.from_name,
+                CampaignMailing.reply_to,
+            ).where(CampaignMailing.id.in_(mailing_ids))
+        )
+        for mailing in mailings:
+            content = Content(
+                subject=TEST_SUBJECT_PREFIX + mailing.subject,
+                html=mailing.html_part,
+                text=mailing.text_part,
+                from_email=mailing.from_email,
+                from_name=mailing.from_name,
+                reply_to=mailing.reply_to,
+            )
+            key = ("mailing", mailing.id, mailing.updated_at)
+            found[(None, mailing.id, TEST)] = (key, content)
+    return found
+
+
+def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
+    """Deliveries by status among those matching `conditions`."""
+    rows = connection.execute(
+        select(Delivery.status, func.count().label("n"))
+        .where(*conditions)
+        .group_by(Delivery.status)
+    )
+    return {row.status: row.n for row in rows}
+
+
+def last_deferral(connection: Connection, *conditions: Any) -> Any:
+    """The most recent deferred reply among pending deliveries matching `conditions`."""
+    return connection.execute(
+        select(Delivery.smtp_code, Delivery.smtp_reply, Delivery.next_attempt_at)
+        .where(*conditions, Delivery.status == PENDING, Delivery.attempts > 0)
+        .order_by(Delivery.next_attempt_at.desc())
+        .limit(1)
+    ).first()

@@ -1,0 +1,587 @@
+"""Campaign mailings and their sends: save, test, send now or later, cancel, report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import and_, case, delete, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from dripstone import clock
+from dripstone.db import AccountScope, UTCDateTime
+from dripstone.delivery import service as delivery
+from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
+from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.prepare import PreparedMailing
+from dripstone.delivery.signing import TrackingTokens
+from dripstone.delivery.template import TemplateError, check_templates
+from dripstone.errors import Invalid, NotFound
+from dripstone.jobs.models import Job
+from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
+from dripstone.mailings import schemas
+from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
+from dripstone.subscribers.models import DynamicList, Subscriber, SubscriptionList
+from dripstone.subscribers.selection import Selection, selection_condition
+from dripstone.subscribers.service import (
+    default_list,
+    referenced_dynamic_list,
+    referenced_list,
+    segment_selection,
+)
+
+SEND_JOB = "campaign_send"
+SCHEDULED, QUEUEING, SENDING, SENT = "scheduled", "queueing", "sending", "sent"
+CANCELLED, FAILED = "cancelled", "failed"
+# How often a send that has queued every message looks at how its deliveries are doing.
+PROGRESS_SECONDS = 2.0
+_SAMPLE_TOKENS = TrackingTokens("sample-secret-key-used-only-for-checking", "https://x.invalid")
+
+
+class MailingRefused(Invalid):
+    """A mailing that cannot be saved; `errors` are the messages the 200-errors quirk shows."""
+
+    def __init__(self, errors: list[str], field: str) -> None:
+        super().__init__("; ".join(errors), field=field)
+        self.errors = errors
+
+
+# --- mailings ----------------------------------------------------------------------------------
+
+
+ORDERABLE = {
+    "subject": CampaignMailing.subject,
+    "created_at": CampaignMailing.created_at,
+    "updated_at": CampaignMailing.updated_at,
+    "template_type": CampaignMailing.template_type,
+}
+
+
+def list_mailings(
+    scope: AccountScope,
+    *,
+    search: str | None,
+    template_type: str | None,
+    order_by: str | None,
+    order: Literal["asc", "desc"],
+    items: int,
+    page: int,
+    paginate: bool,
+) -> list[tuple[CampaignMailing, schemas.MailingListAttributes]]:
+    """The account's mailings with their delivery counts, filtered and paged."""
+    stmt = scope.select(CampaignMailing)
+    if search:
+        stmt = stmt.where(CampaignMailing.subject.regexp_match(search, flags="i"))
+    if template_type:
+        stmt = stmt.where(CampaignMailing.template_type == template_type)
+    column = ORDERABLE.get(order_by or "", CampaignMailing.id)
+    stmt = stmt.order_by(
+        column.asc() if order == "asc" else column.desc(),
+        CampaignMailing.id.asc() if order == "asc" else CampaignMailing.id.desc(),
+    )
+    if paginate:
+        stmt = stmt.limit(items).offset((page - 1) * items)
+    mailings = list(scope.session.scalars(stmt))
+    counts = mailing_counts(scope.session, [m.id for m in mailings])
+    return [(m, _list_attributes(m, counts.get(m.id, {}))) for m in mailings]
+
+
+def _list_attributes(m: CampaignMailing, counts: dict[str, int]) -> schemas.MailingListAttributes:
+    return schemas.MailingListAttributes(
+        subject=m.subject,
+        default_subject=m.default_subject,
+        template_type=m.template_type,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+        sent_count=counts.get("sent", 0),
+        delivered_count=counts.get("delivered", 0),
+        viewed_count=counts.get("opened", 0),
+        clicked_count=counts.get("clicked", 0),
+        bounced_count=counts.get("bounced", 0),
+        unsubscribed_count=counts.get("unsubscribed", 0),
+    )
+
+
+def _count_if(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _delivery_counts(key: Any) -> Any:
+    return select(
+        key.label("key"),
+        func.count().label("recipients"),
+        _count_if(Delivery.status.in_(delivery.FINAL[:3])).label("sent"),
+        _count_if(Delivery.status == delivery.DELIVERED).label("delivered"),
+        _count_if(Delivery.status.in_(delivery.BOUNCED)).label("bounced"),
+        _count_if(Delivery.status == delivery.SOFT_BOUNCED).label("soft_bounced"),
+        _count_if(Delivery.status == delivery.HARD_BOUNCED).label("hard_bounced"),
+        _count_if(Delivery.status == delivery.SKIPPED).label("skipped"),
+        _count_if(Delivery.status == delivery.FAILED).label("failed"),
+        _count_if(Delivery.status.not_in(delivery.FINAL)).label("pending"),
+        _count_if(Delivery.opened_at.is_not(None)).label("opened"),
+        _count_if(Delivery.clicked_at.is_not(None)).label("clicked"),
+        _count_if(Delivery.unsubscribed_at.is_not(None)).label("unsubscribed"),
+    ).where(Delivery.kind == delivery.CAMPAIGN)
+
+
+def mailing_counts(session: Session, mailing_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Per mailing: campaign deliveries sent, delivered, opened, clicked, bounced, unsubscribed."""
+    if not mailing_ids:
+        return {}
+    stmt = _delivery_counts(Delivery.campaign_mailing_id)
+    rows = session.execute(
+        stmt.where(Delivery.campaign_mailing_id.in_(mailing_ids)).group_by(
+            Delivery.campaign_mailing_id
+        )
+    )
+    return {row.key: dict(row._mapping) for row in rows}
+
+
+def send_counts(session: Session, send_ids: Sequence[int]) -> dict[int, schemas.SendCounts]:
+    """Per send: how its deliveries stand."""
+    if not send_ids:
+        return {}
+    stmt = _delivery_counts(Delivery.send_id)
+    rows = session.execute(stmt.where(Delivery.send_id.in_(send_ids)).group_by(Delivery.send_id))
+    return {row.key: schemas.SendCounts.model_validate(dict(row._mapping)) for row in rows}
+
+
+def get_mailing(scope: AccountScope, mailing_id: str) -> CampaignMailing:
+    found = scope.by_uuid(CampaignMailing, mailing_id)
+    if found is None:
+        raise NotFound(f"campaign mailing {mailing_id} not found", field="id")
+    return found
+
+
+def referenced_mailing(scope: AccountScope, mailing_id: str, field: str) -> CampaignMailing:
+    found = scope.by_uuid(CampaignMailing, mailing_id)
+    if found is None:
+        raise Invalid(f"{field}: no campaign mailing {mailing_id} in this account", field=field)
+    return found
+
+
+def text_part(mailing: CampaignMailing) -> str | None:
+    """The plain-text part as sent: the one written, else one derived from the HTML."""
+    if mailing.text_part is not None or mailing.html_part is None:
+        return mailing.text_part
+    return derive_text(mailing.html_part)
+
+
+def save_mailing(
+    scope: AccountScope, fields: schemas.MailingFields, current: CampaignMailing | None
+) -> CampaignMailing:
+    """Create (current None) or change a mailing. Refuses with every problem at once, before
+    writing anything: a missing or taken subject, templates that do not render."""
+    sent = fields.model_fields_set
+    subject = fields.subject if "subject" in sent else (current.subject if current else None)
+    html = fields.html_part if "html_part" in sent else (current.html_part if current else None)
+    text = fields.text_part if "text_part" in sent else (current.text_part if current else None)
+    errors: list[str] = []
+    if not subject:
+        errors.append("subject: is required")
+    elif _subject_taken(scope, subject, current):
+        errors.append(f"subject: another campaign mailing already has the subject {subject!r}")
+    if html is None and text is None:
+        errors.append("html_part: a mailing needs an html_part or a text_part")
+    else:
+        errors += check_templates(subject or "subject", html, text)
+    if errors:
+        raise MailingRefused(errors, field=_first_field(errors))
+    mailing = current or CampaignMailing(account_id=scope.account_id)
+    mailing.subject = subject or ""
+    mailing.html_part = with_unsubscribe_footer(html) if html is not None else None
+    mailing.text_part = text
+    for name in ("default_subject", "from_name", "reply_to", "form_data", "image_data"):
+        if name in sent:
+            setattr(mailing, name, getattr(fields, name))
+    if "from_" in sent:
+        mailing.from_email = fields.from_
+    if fields.template_type is not None:
+        mailing.template_type = fields.template_type
+    elif current is None:
+        mailing.template_type = "quill"
+    if current is None:
+        scope.session.add(mailing)
+    mailing.updated_at = clock.now()
+    scope.session.flush()
+    return mailing
+
+
+def _first_field(errors: list[str]) -> str:
+    match = re.match(r"(\w+)", errors[0])
+    return match.group(1) if match else "campaign_mailing"
+
+
+def _subject_taken(scope: AccountScope, subject: str, current: CampaignMailing | None) -> bool:
+    stmt = scope.select(CampaignMailing, CampaignMailing.id).where(
+        CampaignMailing.subject == subject
+    )
+    if current is not None:
+        stmt = stmt.where(CampaignMailing.id != current.id)
+    return scope.session.execute(stmt.limit(1)).first() is not None
+
+
+def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> None:
+    """Delete mailings with their sends and deliveries; unknown ids are a 422, nothing deleted."""
+    found = []
+    for index, mailing_id in enumerate(mailing_ids):
+        mailing = scope.by_uuid(CampaignMailing, mailing_id)
+        if mailing is None:
+            raise Invalid(
+                f"campaign_mailing_ids[{index}]: no campaign mailing {mailing_id} in this account",
+                field=f"campaign_mailing_ids[{index}]",
+            )
+        found.append(mailing.id)
+    if not found:
+        return
+    # Sends in flight stop here: their jobs find no send and deliveries go with the rows.
+    jobs = scope.select(CampaignMailingSend, CampaignMailingSend.job_id).where(
+        CampaignMailingSend.campaign_mailing_id.in_(found)
+    )
+    scope.session.execute(
+        update(Job)
+        .where(Job.id.in_(jobs.scalar_subquery()), Job.state.in_(("queued", "running")))
+        .values(state="cancelled", finished_at=clock.now(), lease_token=None)
+    )
+    scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found)))
+    scope.session.execute(
+        delete(CampaignMailingSend).where(CampaignMailingSend.campaign_mailing_id.in_(found))
+    )
+    scope.session.execute(delete(CampaignMailing).where(CampaignMailing.id.in_(found)))
+
+
+def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None:
+    """Queue one untracked copy of the mailing to `to_email`, subject prefixed `[Test]`."""
+    mailing = get_mailing(scope, mailing_id)
+    subscriber = _refuse_unreachable(scope, to_email, "to_email")
+    now = clock.now()
+    scope.session.add(
+        Delivery(
+            account_id=scope.account_id,
+            kind=delivery.TEST,
+            campaign_mailing_id=mailing.id,
+            subscriber_id=subscriber.id if subscriber is not None else None,
+            email=to_email,
+            tracked=False,
+            status=delivery.PENDING,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+
+
+def _refuse_unreachable(scope: AccountScope, email: str, field: str) -> Subscriber | None:
+    """The subscriber with this address, if any; 422 if the address may not be mailed."""
+    suppressed = scope.session.execute(
+        scope.select(Suppression, Suppression.id).where(Suppression.email == email)
+    ).first()
+    if suppressed is not None:
+        raise Invalid(f"{field}: {email} bounced before and is suppressed", field=field)
+    subscriber = scope.session.scalars(
+        scope.select(Subscriber).where(Subscriber.email == email)
+    ).one_or_none()
+    if subscriber is not None and subscriber.opted_out_on is not None:
+        raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
+    return subscriber
+
+
+# --- sends -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """A send as asked for, with ids still public."""
+
+    sender_email: str
+    subscription_list_id: str | None
+    dynamic_list_id: str | None
+    recipient_emails: Sequence[str]
+    customer_name: str | None
+    from_email: str | None
+    from_name: str | None
+    subject: str | None
+    send_at: datetime | None = None
+
+
+def start_send(
+    scope: AccountScope, mailing: CampaignMailing, request: SendRequest
+) -> CampaignMailingSend:
+    """Record a send and queue its job: now, or at `send_at`. Refuses (422) an unknown list,
+    a time in the past, or a mailing whose templates do not render, before anything is sent."""
+    lst, segment = _target(scope, request)
+    now = clock.now()
+    if request.send_at is not None and request.send_at <= now:
+        raise Invalid("send_at: must be in the future", field="send_at")
+    subject = request.subject or mailing.subject
+    problems = check_templates(subject, mailing.html_part, mailing.text_part)
+    if problems:
+        field = "subject" if request.subject and problems[0].startswith("subject") else None
+        raise Invalid(
+            "the campaign mailing cannot be sent: " + "; ".join(problems),
+            field=field or "campaign_mailing_id",
+        )
+    from_email = request.from_email or mailing.from_email or delivery.default_from_email()
+    job = create_job(scope.session, scope.account_id, SEND_JOB, {}, not_before=request.send_at)
+    send = CampaignMailingSend(
+        account_id=scope.account_id,
+        campaign_mailing_id=mailing.id,
+        subscription_list_id=lst.id if lst is not None else None,
+        dynamic_list_id=segment.id if segment is not None else None,
+        list_name=segment.name if segment is not None else (lst.name if lst else ""),
+        sender_email=request.sender_email,
+        customer_name=request.customer_name,
+        from_email=from_email,
+        from_name=request.from_name or mailing.from_name,
+        reply_to=mailing.reply_to,
+        subject=subject,
+        recipient_emails=list(request.recipient_emails),
+        job_id=job.id,
+        state=SCHEDULED,
+        send_at=request.send_at,
+        created_at=now,
+    )
+    scope.session.add(send)
+    scope.session.flush()
+    return send
+
+
+def _target(
+    scope: AccountScope, request: SendRequest
+) -> tuple[SubscriptionList | None, DynamicList | None]:
+    if request.dynamic_list_id is not None:
+        return None, referenced_dynamic_list(scope, request.dynamic_list_id, "dynamic_list_id")
+    if request.subscription_list_id is None:
+        raise Invalid(
+            "subscription_list_id: is required (or dynamic_list_id)", field="subscription_list_id"
+        )
+    return referenced_list(scope, request.subscription_list_id, "subscription_list_id"), None
+
+
+def mailing_by_subject(scope: AccountScope, subject: str | None) -> CampaignMailing:
+    """The mailing a schedule names by subject (subjects are unique in an account)."""
+    if not subject:
+        raise Invalid("subject: is required when campaign_mailing_id is not given", field="subject")
+    found: CampaignMailing | None = scope.session.scalars(
+        scope.select(CampaignMailing).where(CampaignMailing.subject == subject)
+    ).one_or_none()
+    if found is None:
+        raise Invalid(f"subject: no campaign mailing has the subject {subject!r}", field="subject")
+    return found
+
+
+def cancel_schedule(scope: AccountScope, jid: str) -> CampaignMailingSend:
+    """Cancel a scheduled send that has not begun (404 unknown, 422 already begun)."""
+    send: CampaignMailingSend | None = scope.session.scalars(
+        scope.select(CampaignMailingSend).where(CampaignMailingSend.job_id == jid)
+    ).one_or_none()
+    if send is None:
+        raise NotFound(f"no scheduled send has the jid {jid}", field="jid")
+    job = scope.session.scalars(scope.select(Job).where(Job.id == send.job_id)).one_or_none()
+    if send.state != SCHEDULED or job is None or not cancel_job(scope.session, job):
+        raise Invalid(f"the send {jid} has already begun ({send.state}); it cannot be cancelled")
+    send.state = CANCELLED
+    send.finished_at = clock.now()
+    return send
+
+
+def list_sends(scope: AccountScope, *, items: int, page: int) -> list[CampaignMailingSend]:
+    stmt = (
+        scope.select(CampaignMailingSend)
+        .order_by(CampaignMailingSend.id.desc())
+        .limit(items)
+        .offset((page - 1) * items)
+    )
+    return list(scope.session.scalars(stmt))
+
+
+def get_send(scope: AccountScope, send_id: str) -> CampaignMailingSend:
+    found = scope.by_uuid(CampaignMailingSend, send_id)
+    if found is None:
+        raise NotFound(f"campaign mailing send {send_id} not found", field="id")
+    return found
+
+
+# --- the send job --------------------------------------------------------------------------------
+
+
+@job_step(SEND_JOB)
+def _send_step(session: Session, job: Job, batch_size: int) -> StepResult:
+    """Queue a send's deliveries a batch at a time, then follow them until all are final."""
+    scope = AccountScope(session, job.account_id)
+    send = session.scalars(
+        scope.select(CampaignMailingSend).where(CampaignMailingSend.job_id == job.id)
+    ).one_or_none()
+    if send is None:
+        raise JobError("the send was deleted with its campaign mailing")
+    if send.state == SCHEDULED:
+        problem = _begin(scope, send, job)
+        return StepResult(done=0, failed=0, cursor=0, finished=False, failed_with=problem)
+    if send.state == QUEUEING:
+        return _queue_batch(scope, send, job, batch_size)
+    return _follow(scope, send, job)
+
+
+def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | None:
+    """Copy the content into the send and count the recipients; or say why it cannot go."""
+    mailing = scope.by_id(CampaignMailing, send.campaign_mailing_id)
+    if mailing is None:
+        raise JobError("the campaign mailing was deleted")
+    try:
+        PreparedMailing(
+            subject=send.subject,
+            html=mailing.html_part,
+            text=mailing.text_part,
+            tokens=_SAMPLE_TOKENS,
+        )
+    except TemplateError as exc:
+        send.state = FAILED
+        send.finished_at = clock.now()
+        return f"the campaign mailing cannot be rendered, nothing was sent: {exc}"
+    now = clock.now()
+    send.html_part = mailing.html_part
+    send.text_part = mailing.text_part
+    send.state = QUEUEING
+    send.started_at = now
+    selection = _selection(scope, send)
+    job.total = (
+        scope.session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(selection_condition(scope, selection), delivery.reachable_subscriber())
+        )
+        or 0
+    )
+    for email in send.recipient_emails:
+        scope.session.add(
+            Delivery(
+                account_id=scope.account_id,
+                kind=delivery.PREVIEW,
+                send_id=send.id,
+                campaign_mailing_id=send.campaign_mailing_id,
+                email=email,
+                tracked=False,
+                status=delivery.PENDING,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return None
+
+
+def _selection(scope: AccountScope, send: CampaignMailingSend) -> Selection:
+    if send.dynamic_list_id is not None:
+        segment = scope.by_id(DynamicList, send.dynamic_list_id)
+        if segment is None:
+            raise JobError("the dynamic list of this send was deleted")
+        return segment_selection(segment)
+    if send.subscription_list_id is None:
+        raise JobError("the subscription list of this send was deleted")
+    lst = scope.by_id(SubscriptionList, send.subscription_list_id)
+    if lst is None or lst.is_default:
+        return Selection(list_id=None)
+    return Selection(list_id=lst.id)
+
+
+def _unsubscribe_list(scope: AccountScope, selection: Selection) -> int | None:
+    """The list an unsubscribe from this send leaves: None for All contacts (a global opt-out)."""
+    if selection.list_id is None:
+        return None
+    return selection.list_id if selection.list_id != default_list(scope).id else None
+
+
+def _queue_batch(
+    scope: AccountScope, send: CampaignMailingSend, job: Job, batch_size: int
+) -> StepResult:
+    """Write the next batch of deliveries with one INSERT ... SELECT, in subscriber id order."""
+    selection = _selection(scope, send)
+    chosen = and_(
+        selection_condition(scope, selection),
+        delivery.reachable_subscriber(),
+        Subscriber.id > job.cursor,
+    )
+    batch = select(Subscriber.id).where(chosen).order_by(Subscriber.id).limit(batch_size)
+    last = scope.session.scalar(select(func.max(batch.subquery().c.id)))
+    if last is None:
+        send.state = SENDING
+        return StepResult(done=0, failed=0, cursor=job.cursor, finished=False)
+    now = literal(clock.now(), UTCDateTime())
+    rows = select(
+        literal(scope.account_id),
+        literal(delivery.CAMPAIGN),
+        literal(send.id),
+        literal(send.campaign_mailing_id),
+        Subscriber.id,
+        literal(_unsubscribe_list(scope, selection)),
+        Subscriber.email,
+        literal(True),
+        literal(delivery.PENDING),
+        literal(0),
+        now,
+        now,
+    ).where(chosen, Subscriber.id <= last)
+    scope.session.execute(
+        insert(Delivery).from_select(
+            [
+                "account_id",
+                "kind",
+                "send_id",
+                "campaign_mailing_id",
+                "subscriber_id",
+                "subscription_list_id",
+                "email",
+                "tracked",
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "created_at",
+            ],
+            rows,
+        )
+    )
+    return StepResult(done=0, failed=0, cursor=last, finished=False)
+
+
+def _follow(scope: AccountScope, send: CampaignMailingSend, job: Job) -> StepResult:
+    """Bring the job's counts up to date; finish once every delivery is final."""
+    counts = send_counts(scope.session, [send.id]).get(send.id)
+    if counts is None:
+        counts = schemas.SendCounts(**dict.fromkeys(schemas.SendCounts.model_fields, 0))
+    finished = counts.recipients - counts.pending
+    failed = counts.soft_bounced + counts.hard_bounced + counts.failed
+    job.total = max(job.total, counts.recipients)
+    result_done, result_failed = finished - job.done, failed - job.failed
+    if counts.pending == 0:
+        send.state = SENT
+        send.finished_at = clock.now()
+        job.error = None
+        return StepResult(done=result_done, failed=result_failed, cursor=job.cursor, finished=True)
+    job.error = _deferral_note(scope.session, send)
+    return StepResult(
+        done=result_done,
+        failed=result_failed,
+        cursor=job.cursor,
+        finished=False,
+        wait_seconds=PROGRESS_SECONDS,
+    )
+
+
+def _deferral_note(session: Session, send: CampaignMailingSend) -> str | None:
+    """What the job record says while messages wait for a retry, such as an SMTP outage."""
+    waiting = session.scalar(
+        select(func.count()).where(
+            Delivery.send_id == send.id,
+            Delivery.status == delivery.PENDING,
+            Delivery.attempts > 0,
+        )
+    )
+    if not waiting:
+        return None
+    last = delivery.last_deferral(session.connection(), Delivery.send_id == send.id)
+    reply = f"{last.smtp_code or ''} {last.smtp_reply or ''}".strip() if last else ""
+    return (
+        f"{waiting} message(s) deferred and waiting to be retried; "
+        f"the mail server said: {reply[:300]}"
+    )

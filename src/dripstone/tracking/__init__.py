@@ -1,0 +1,1 @@
+"""What recipients do with a message: opens, clicks and unsubscribes, through signed URLs."""

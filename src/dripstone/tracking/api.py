@@ -1,0 +1,80 @@
+"""Public routes recipients reach from their messages: open pixel, click redirect, unsubscribe.
+
+No API key: each URL carries a token signed with the installation's secret, so it cannot be
+forged, enumerated or turned into an open redirect. A token that does not verify is a 404.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+
+from fastapi import APIRouter, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from dripstone.delivery import service as delivery
+from dripstone.delivery.signing import CLICK_ROUTE, OPEN_ROUTE, UNSUBSCRIBE_ROUTE
+from dripstone.errors import NotFound
+from dripstone.http import WriteSession
+from dripstone.tracking import service
+
+router = APIRouter(tags=["recipients"], include_in_schema=False)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+
+
+@router.get(OPEN_ROUTE)
+def open_pixel(token: str, session: WriteSession) -> Response:
+    """A 1x1 transparent GIF; records an open."""
+    if not service.record_open(session, delivery.pipeline().tokens, token):
+        raise NotFound("no such message", field="token")
+    return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
+
+
+@router.get(CLICK_ROUTE)
+def click(token: str, session: WriteSession) -> RedirectResponse:
+    """Records the click, then redirects to the link's own address."""
+    target = service.record_click(session, delivery.pipeline().tokens, token)
+    if target is None:
+        raise NotFound("no such link", field="token")
+    return RedirectResponse(target, status_code=302, headers=NO_STORE)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>body{{font-family:system-ui,sans-serif;"
+        "max-width:32rem;margin:4rem auto;padding:0 1rem;line-height:1.5}"
+        "button{font-size:1rem;padding:.5rem 1rem}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status, headers=NO_STORE)
+
+
+@router.get(UNSUBSCRIBE_ROUTE)
+def unsubscribe_page(token: str, session: WriteSession) -> HTMLResponse:
+    """A confirmation page; nothing changes until its button is pressed (link scanners GET)."""
+    target = service.unsubscribe_target(session, delivery.pipeline().tokens, token)
+    if target is None:
+        raise NotFound("no such message", field="token")
+    what = f"the list “{escape(target.list_name)}”" if target.list_name else "all our emails"
+    return _page(
+        "Unsubscribe",
+        f"<p>Unsubscribe {escape(target.delivery.email)} from {what}?</p>"
+        "<form method=post><button type=submit>Unsubscribe</button></form>",
+    )
+
+
+@router.post(UNSUBSCRIBE_ROUTE)
+def unsubscribe(token: str, session: WriteSession) -> HTMLResponse:
+    """Unsubscribes at once: the page's button, and RFC 8058 one-click from the mail client."""
+    target = service.unsubscribe_target(session, delivery.pipeline().tokens, token)
+    if target is None:
+        raise NotFound("no such message", field="token")
+    service.unsubscribe(session, target)
+    what = f"the list “{escape(target.list_name)}”" if target.list_name else "all our emails"
+    return _page(
+        "Unsubscribed", f"<p>{escape(target.delivery.email)} is unsubscribed from {what}.</p>"
+    )
