@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -26,51 +23,12 @@ from dripstone.jobs.queue import configure_queue
 from dripstone.subscribers import schemas, service
 from dripstone.subscribers.models import Subscriber
 from tests.conftest import SECRET
+from tests.processes import Processes, queue_url
 
 SUBSCRIBERS = 20_000
 BATCH = 100
-DRIPSTONE = str(Path(sys.executable).parent / "dripstone")
 
 pytestmark = pytest.mark.slow
-
-
-def _queue_url(settings: Settings, database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        return f"sqlite:///{settings.data_dir / 'queue.db'}"
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Processes:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, command: str) -> subprocess.Popen[bytes]:
-        args = (
-            [DRIPSTONE, "worker"]
-            if command == "worker"
-            else [DRIPSTONE, "serve", "--port", str(_free_port())]
-        )
-        log = (self.log_dir / f"{command}-{len(self.running)}.log").open("wb")
-        process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.running.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.running:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
 
 
 @pytest.fixture
@@ -79,7 +37,7 @@ def processes(settings: Settings, database_url: str, tmp_path: Path) -> Iterator
         **os.environ,
         "DRIPSTONE_DATA_DIR": str(settings.data_dir),
         "DRIPSTONE_DATABASE_URL": database_url,
-        "DRIPSTONE_QUEUE_URL": _queue_url(settings, database_url),
+        "DRIPSTONE_QUEUE_URL": queue_url(settings, database_url),
         "DRIPSTONE_SECRET_KEY": SECRET,
         "DRIPSTONE_JOB_BATCH_SIZE": str(BATCH),
     }
@@ -112,7 +70,7 @@ def test_a_job_killed_mid_run_finishes_after_restart_with_every_subscriber_done_
     processes: Processes,
     manual_clock: clock.ManualClock,
 ) -> None:
-    configure_queue(_queue_url(settings, database_url))
+    configure_queue(queue_url(settings, database_url))
     manual_clock.advance(timedelta(days=365 * 10))  # past the subprocesses' real clock
     with database.transaction() as session:
         account, _ = accounts.create_account(session, "acme")

@@ -696,7 +696,7 @@ def last_deferral(connection: Connection, *conditions: Any) -> Any:
     """The most recent deferred reply among pending deliveries matching `conditions`."""
     return connection.execute(
         select(Delivery.smtp_code, Delivery.smtp_reply, Delivery.next_attempt_at)
-        .where(*conditions, Delivery.status == PENDING, Delivery.attempts > 0)
+        .where(*conditions, Delivery.status == PENDING, Delivery.smtp_reply.is_not(None))
         .order_by(Delivery.next_attempt_at.desc())
         .limit(1)
     ).first()

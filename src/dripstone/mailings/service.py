@@ -574,7 +574,7 @@ def _deferral_note(session: Session, send: CampaignMailingSend) -> str | None:
         select(func.count()).where(
             Delivery.send_id == send.id,
             Delivery.status == delivery.PENDING,
-            Delivery.attempts > 0,
+            Delivery.smtp_reply.is_not(None),
         )
     )
     if not waiting:

@@ -1,0 +1,130 @@
+"""A send survives its worker being killed: a real `dripstone worker` sends to a real SMTP server,
+is SIGKILLed in the middle, and a new worker finishes the send. Every subscriber gets the
+message once; the only copies twice are the deliveries the killed worker had handed to the
+server without recording the reply (the documented window), sent again with the same
+Message-ID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dripstone import db
+from dripstone.accounts import service as accounts
+from dripstone.config import Settings
+from dripstone.db import AccountScope
+from dripstone.delivery.models import Delivery
+from dripstone.jobs.models import Job
+from dripstone.jobs.queue import configure_queue
+from dripstone.mailings import schemas as mailing_schemas
+from dripstone.mailings import service as mailings
+from dripstone.subscribers import schemas, service
+from tests.conftest import SECRET
+from tests.delivery.smtp_server import SmtpTestServer
+from tests.mailings.helpers import HTML, parsed
+from tests.processes import Processes, queue_url
+
+SUBSCRIBERS = 3000
+pytestmark = pytest.mark.slow
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll until `condition` holds: another process is doing the work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def job_state(database: db.Database, jid: str) -> str:
+    with database.read_sessions() as session:
+        job = session.get(Job, jid)
+        assert job is not None
+        return job.state
+
+
+def test_a_send_killed_mid_way_reaches_every_subscriber_once(
+    settings: Settings,
+    database_url: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+) -> None:
+    configure_queue(queue_url(settings, database_url))
+    with database.transaction() as session:
+        account, _ = accounts.create_account(session, "acme")
+        scope = AccountScope(session, account.id)
+        rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
+        service.bulk_create(scope, rows, None)
+        everyone = service.default_list(scope).uuid
+        fields = mailing_schemas.MailingFields.model_validate(
+            {"subject": "Hello {{ email }}", "html_part": HTML, "from": "news@example.com"}
+        )
+        mailing = mailings.save_mailing(scope, fields, None)
+        request = mailings.SendRequest(
+            sender_email="owner@example.com",
+            subscription_list_id=everyone,
+            dynamic_list_id=None,
+            recipient_emails=[],
+            customer_name=None,
+            from_email=None,
+            from_name=None,
+            subject=None,
+        )
+        jid = mailings.start_send(scope, mailing, request).job_id
+
+    env = {
+        **os.environ,
+        "DRIPSTONE_DATA_DIR": str(settings.data_dir),
+        "DRIPSTONE_DATABASE_URL": database_url,
+        "DRIPSTONE_QUEUE_URL": queue_url(settings, database_url),
+        "DRIPSTONE_SECRET_KEY": SECRET,
+        "DRIPSTONE_SMTP_URL": smtp_server.url,
+        "DRIPSTONE_SMTP_MAX_PER_SECOND": "1500",
+        "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
+        "DRIPSTONE_DELIVERY_CLAIM_SECONDS": "5",
+        "DRIPSTONE_JOB_BATCH_SIZE": "500",
+    }
+    processes = Processes(env, tmp_path)
+    try:
+        first = processes.start("worker")
+        wait_until(lambda: len(smtp_server.messages) >= 500, "500 messages")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        received_at_kill = len(smtp_server.messages)
+        with database.read_sessions() as session:
+            in_doubt = set(
+                session.scalars(select(Delivery.email).where(Delivery.status == "sending"))
+            )
+        assert 500 <= received_at_kill < SUBSCRIBERS
+        assert job_state(database, jid) == "running"
+
+        processes.start("worker")
+        wait_until(lambda: job_state(database, jid) == "succeeded", "the send's end")
+    finally:
+        processes.stop_all()
+
+    copies: dict[str, list[str]] = defaultdict(list)
+    for message in smtp_server.messages:
+        (recipient,) = message.rcpt_tos
+        copies[recipient].append(str(parsed(message)["Message-ID"]))
+    assert set(copies) == {f"s{i}@example.com" for i in range(SUBSCRIBERS)}
+    twice = {address for address, ids in copies.items() if len(ids) > 1}
+    assert twice <= in_doubt, "only deliveries in the window may arrive twice"
+    assert all(len(set(copies[address])) == 1 for address in twice)  # same Message-ID
+    assert all(len(ids) <= 2 for ids in copies.values())
+    with database.read_sessions() as session:
+        statuses = set(session.scalars(select(Delivery.status)))
+        job = session.get(Job, jid)
+        assert job is not None
+    assert statuses == {"delivered"}
+    assert (job.total, job.done, job.failed) == (SUBSCRIBERS, SUBSCRIBERS, 0)
