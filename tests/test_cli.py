@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.jobs.test_worker_crash import _free_port
+from tests.processes import free_port
 
 DRIPSTONE = str(Path(sys.executable).parent / "dripstone")
 
@@ -32,7 +32,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [DRIPSTONE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT

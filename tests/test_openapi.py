@@ -490,7 +490,14 @@ def test_bulk_subscription_changes(doc: Json, action: str) -> None:
 def test_job_status(doc: Json) -> None:
     attributes = resource(doc, response(doc, "/jobs/{jid}", "get"), "job")
     assert_fields(doc, attributes, JOB)
-    assert set(at(doc, attributes, "state")["enum"]) == {"queued", "running", "succeeded", "failed"}
+    # "cancelled": a scheduled send cancelled before it began.
+    assert set(at(doc, attributes, "state")["enum"]) == {
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    }
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,11 @@ class PreparedMailing:
         self._html: Template | None = None
         if html is not None:
             compile_part(HTML_PART, html)  # the user's own errors, with their own line numbers
-            self._html = _compile_prepared(self._rewrite_html(html))
+            try:
+                rewritten = self._rewrite_html(html)
+            except ValueError as exc:  # lxml refuses control characters HTML cannot hold
+                raise TemplateError(HTML_PART, f"cannot be parsed as HTML: {exc}") from None
+            self._html = _compile_prepared(rewritten)
         self._text = compile_part(TEXT_PART, text if text is not None else derive_text(html or ""))
 
     @property

@@ -12,7 +12,15 @@ from fastapi.responses import JSONResponse
 from dripstone.accounts.api import ReadScope, WriteScope
 from dripstone.db import AccountScope
 from dripstone.errors import BadRequest
-from dripstone.http import ERRORS_LIST_QUIRK, STANDARD_ERRORS, Data, Empty, ErrorsList, ErrorsString
+from dripstone.http import (
+    ERRORS_LIST_QUIRK,
+    STANDARD_ERRORS,
+    Data,
+    Empty,
+    ErrorEnvelope,
+    ErrorsList,
+    ErrorsString,
+)
 from dripstone.mailings import schemas, service
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import DynamicList, SubscriptionList
@@ -198,7 +206,7 @@ def create_send(body: schemas.SendCreate, scope: WriteScope) -> Data[schemas.Sen
     "/campaign_mailing_schedules",
     tags=["campaign mailing sends"],
     response_model=Data[schemas.ScheduleStarted],
-    responses={400: {"model": ErrorsString}},
+    responses={400: {"model": ErrorsString | ErrorEnvelope}},
 )
 def create_schedule(
     body: schemas.ScheduleCreate, scope: WriteScope

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import and_, case, delete, func, insert, literal, select, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -19,7 +20,7 @@ from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
-from dripstone.errors import Invalid, NotFound
+from dripstone.errors import BadRequest, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
 from dripstone.mailings import schemas
@@ -84,7 +85,11 @@ def list_mailings(
     )
     if paginate:
         stmt = stmt.limit(items).offset((page - 1) * items)
-    mailings = list(scope.session.scalars(stmt))
+    try:
+        with scope.session.begin_nested():
+            mailings = list(scope.session.scalars(stmt))
+    except DataError:  # PostgreSQL's regex dialect refused a pattern Python's accepted
+        raise BadRequest("search: not a valid regular expression", field="search") from None
     counts = mailing_counts(scope.session, [m.id for m in mailings])
     return [(m, _list_attributes(m, counts.get(m.id, {}))) for m in mailings]
 
