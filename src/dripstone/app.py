@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dripstone import db
 from dripstone.config import Settings, load_settings
 from dripstone.delivery.service import configure_pipeline
+from dripstone.drips.api import router as drips_router
 from dripstone.errors import DripstoneError
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs import tasks as jobs_tasks
@@ -32,7 +33,7 @@ from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
 
-DOMAIN_ROUTERS = (subscribers_router, mailings_router, jobs_router)
+DOMAIN_ROUTERS = (subscribers_router, mailings_router, drips_router, jobs_router)
 BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
     400: "bad_request",

@@ -1,4 +1,5 @@
-"""Fixtures of the mailings tests: the API wired to a real SMTP server, and a way to tick."""
+"""Fixtures of the mailings and tracking tests: the API wired to a real SMTP server, and a
+way to tick."""
 
 from __future__ import annotations
 

@@ -25,10 +25,12 @@ class Delivery(AccountOwned, Base):
         Index("ix_deliveries_status_due", "status", "next_attempt_at"),
         Index("ix_deliveries_send_status", "send_id", "status"),
         Index("ix_deliveries_mailing_status", "campaign_mailing_id", "status"),
+        # The exactly-once guard of drip steps: one message per (enrollment, email node).
+        UniqueConstraint("drip_enrollment_id", "drip_node_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16))  # campaign, preview, test (drip in drips)
+    kind: Mapped[str] = mapped_column(String(16))  # campaign, preview, test, drip
     send_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("campaign_mailing_sends.id", ondelete="CASCADE")
     )
@@ -42,6 +44,14 @@ class Delivery(AccountOwned, Base):
     subscription_list_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("subscription_lists.id", ondelete="SET NULL")
     )
+    drip_enrollment_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("drip_enrollments.id", ondelete="SET NULL")
+    )
+    drip_node_id: Mapped[str | None] = mapped_column(String(64))
+    # A drip email node's overrides of the mailing's subject and sender.
+    subject: Mapped[str | None] = mapped_column(String(998))
+    from_email: Mapped[str | None] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str] = mapped_column(String(320))
     tracked: Mapped[bool] = mapped_column(default=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")

@@ -63,7 +63,9 @@ SKIPPED, FAILED = "skipped", "failed"
 FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
 BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
 
-CAMPAIGN, PREVIEW, TEST = "campaign", "preview", "test"
+CAMPAIGN, PREVIEW, TEST, DRIP = "campaign", "preview", "test", "drip"
+# Messages to list members: the list's opt-outs apply to them, and they are tracked.
+TO_MEMBERS = (CAMPAIGN, DRIP)
 TEST_SUBJECT_PREFIX = "[Test] "
 
 
@@ -518,6 +520,9 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Delivery.campaign_mailing_id,
             Delivery.subscriber_id,
             Delivery.subscription_list_id,
+            Delivery.subject,
+            Delivery.from_email,
+            Delivery.from_name,
             Subscriber.email.label("subscriber_email"),
             Subscriber.first_name,
             Subscriber.last_name,
@@ -535,7 +540,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     contents = _contents(connection, rows)
     due = []
     for r in rows:
-        content_key, content = contents[(r.send_id, r.campaign_mailing_id, r.kind)]
+        content_key, content = contents[_content_of(r)]
         recipient = Recipient(
             email=r.email,
             first_name=r.first_name,
@@ -566,7 +571,7 @@ def _skip_reason(
 ) -> str | None:
     if (row.account_id, row.email) in suppressed:
         return "suppressed: the address bounced before"
-    if row.kind != CAMPAIGN:
+    if row.kind not in TO_MEMBERS:
         return None
     if row.subscriber_id is None or row.subscriber_email is None:
         return "the subscriber was deleted"
@@ -598,7 +603,9 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
     pairs = {
         (r.subscriber_id, r.subscription_list_id)
         for r in rows
-        if r.kind == CAMPAIGN and r.subscriber_id is not None and r.subscription_list_id is not None
+        if r.kind in TO_MEMBERS
+        and r.subscriber_id is not None
+        and r.subscription_list_id is not None
     }
     if not pairs:
         return set()
@@ -654,8 +661,11 @@ def _contents(
             )
             for kind in (CAMPAIGN, PREVIEW):
                 found[(send.id, send.campaign_mailing_id, kind)] = (("send", send.id), content)
-    mailing_ids = {r.campaign_mailing_id for r in rows if r.send_id is None}
-    if mailing_ids:
+    by_mailing: dict[int, list[Any]] = {}
+    for r in rows:
+        if r.send_id is None:
+            by_mailing.setdefault(r.campaign_mailing_id, []).append(r)
+    if by_mailing:
         mailings = connection.execute(
             select(
                 CampaignMailing.id,
@@ -666,20 +676,34 @@ def _contents(
                 CampaignMailing.from_email,
                 CampaignMailing.from_name,
                 CampaignMailing.reply_to,
-            ).where(CampaignMailing.id.in_(mailing_ids))
+            ).where(CampaignMailing.id.in_(by_mailing))
         )
         for mailing in mailings:
-            content = Content(
-                subject=TEST_SUBJECT_PREFIX + mailing.subject,
-                html=mailing.html_part,
-                text=mailing.text_part,
-                from_email=mailing.from_email,
-                from_name=mailing.from_name,
-                reply_to=mailing.reply_to,
-            )
-            key = ("mailing", mailing.id, mailing.updated_at)
-            found[(None, mailing.id, TEST)] = (key, content)
+            for r in by_mailing[mailing.id]:
+                if r.kind == TEST:
+                    subject = TEST_SUBJECT_PREFIX + mailing.subject
+                    from_email, from_name = None, None
+                else:  # a drip step: the node may override subject and sender
+                    subject = r.subject or mailing.subject
+                    from_email, from_name = r.from_email, r.from_name
+                content = Content(
+                    subject=subject,
+                    html=mailing.html_part,
+                    text=mailing.text_part,
+                    from_email=from_email or mailing.from_email,
+                    from_name=from_name or mailing.from_name,
+                    reply_to=mailing.reply_to,
+                )
+                key = ("mailing", mailing.id, mailing.updated_at, subject, from_email, from_name)
+                found[_content_of(r)] = (key, content)
     return found
+
+
+def _content_of(row: Any) -> tuple[Any, ...]:
+    """Which content a delivery row carries: its send's, or its mailing's with overrides."""
+    if row.send_id is not None:
+        return (row.send_id, row.campaign_mailing_id, row.kind)
+    return (None, row.campaign_mailing_id, row.kind, row.subject, row.from_email, row.from_name)
 
 
 def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:

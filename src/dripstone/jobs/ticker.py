@@ -14,11 +14,14 @@ from collections.abc import Callable
 
 from dripstone import db
 from dripstone.db import Database
+from dripstone.jobs.queue import huey
 
 log = logging.getLogger(__name__)
 
 Tick = Callable[[Database], object]
+Check = Callable[[Database], bool]
 _ticks: list[Tick] = []
+_due_work: list[tuple[Check, Callable[[], object]]] = []
 
 
 def on_tick(tick: Tick) -> Tick:
@@ -27,13 +30,31 @@ def on_tick(tick: Tick) -> Tick:
     return tick
 
 
+def when_due(check: Check, task: Callable[[], object]) -> None:
+    """Enqueue `task` on a tick where `check` finds work due. Tasks are enqueued only while
+    the queue is empty, so a busy queue is not flooded: over a few ticks every free worker
+    picks one up, and each task returns after a time budget."""
+    _due_work.append((check, task))
+
+
 def tick(database: Database) -> None:
-    """Run every registered tick once; one failing does not stop the others."""
+    """Run every registered tick once, then enqueue the due work; one failing does not
+    stop the others."""
     for each in _ticks:
         try:
             each(database)
         except Exception:
             log.exception("tick %s failed", getattr(each, "__name__", each))
+    due = []
+    for check, task in _due_work:
+        try:
+            if check(database):
+                due.append(task)
+        except Exception:
+            log.exception("tick check %s failed", getattr(check, "__name__", check))
+    if due and huey.pending_count() == 0:
+        for task in due:
+            task()
 
 
 class Ticker(threading.Thread):

@@ -10,6 +10,7 @@ from sqlalchemy import DateTime
 
 import dripstone.accounts.models
 import dripstone.delivery.models
+import dripstone.drips.models
 import dripstone.jobs.models
 import dripstone.mailings.models
 import dripstone.subscribers.models

@@ -225,6 +225,12 @@ def _join(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[i
     return added
 
 
+def add_to_list(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[int]) -> None:
+    """Add subscribers to a list on Dripstone's own initiative (a drip action): those who
+    unsubscribed from it stay unsubscribed, and no one's global opt-out is lifted."""
+    _join(scope, lst, subscriber_ids)
+
+
 def _rejoin(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[int]) -> None:
     """Subscribe to a list: add the missing and clear `unsubscribed_at` on the rest."""
     _join(scope, lst, subscriber_ids)
@@ -493,6 +499,25 @@ def add_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) ->
             for sid, fields in values.items()
             for name, value in fields.items()
         ],
+    )
+
+
+def set_custom_field(scope: AccountScope, subscriber_id: int, name: str, value: str) -> None:
+    """Set one custom field of one subscriber, creating the field type on first use."""
+    type_id = _field_type_ids(scope, {name})[name]
+    scope.session.execute(
+        delete(CustomFieldValue).where(
+            CustomFieldValue.subscriber_id == subscriber_id,
+            CustomFieldValue.field_type_id == type_id,
+        )
+    )
+    scope.session.execute(
+        insert(CustomFieldValue).values(
+            subscriber_id=subscriber_id, field_type_id=type_id, value=value
+        )
+    )
+    scope.session.execute(
+        update(Subscriber).where(Subscriber.id == subscriber_id).values(updated_at=clock.now())
     )
 
 

@@ -1,0 +1,106 @@
+"""Wire shapes of the drips domain."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, StringConstraints
+
+from dripstone.subscribers.schemas import NoNul, Strict, Uuid
+
+MAX_GRAPH_LENGTH = 1_000_000
+
+
+def _graph_text(value: Any) -> Any:
+    """The graph travels as a JSON string; a client that sends the object gets the same."""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+GraphText = Annotated[
+    str, BeforeValidator(_graph_text), StringConstraints(max_length=MAX_GRAPH_LENGTH), NoNul
+]
+CampaignName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+]
+Trigger = Literal["existing", "subscription", "both"]
+
+
+class CampaignFields(Strict):
+    name: CampaignName | None = None
+    subscription_list_id: Uuid | None = None
+    start_trigger: Trigger | None = None
+    drip_campaign_nodes: GraphText | None = None
+
+
+class CampaignWrite(Strict):
+    drip_campaign: CampaignFields
+
+
+class CampaignListAttributes(BaseModel):
+    name: str
+    subscription_list_id: str | None
+    subscription_list_name: str | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    start_trigger: str
+    subscriber_count: int
+    subscriber_completed_count: int
+
+
+class CampaignAttributes(CampaignListAttributes):
+    drip_campaign_nodes: str
+    drip_campaign_tree_blob: str
+
+
+class CampaignListResource(BaseModel):
+    id: str
+    type: Literal["drip_campaign"] = "drip_campaign"
+    attributes: CampaignListAttributes
+
+
+class CampaignResource(BaseModel):
+    id: str
+    type: Literal["drip_campaign"] = "drip_campaign"
+    attributes: CampaignAttributes
+
+
+class Started(BaseModel):
+    jids: list[str]
+
+
+class Paused(BaseModel):
+    drip_campaign_id: str
+    status: Literal["paused"] = "paused"
+
+
+class NodeReport(BaseModel):
+    id: str
+    type: str
+    entered: int
+    waiting: int
+    completed: int
+    exited: int
+    emails_sent: int
+    emails_opened: int
+    emails_clicked: int
+
+
+class EnrollmentReport(BaseModel):
+    subscriber_id: str | None
+    email: str | None
+    state: str
+    node_id: str
+    next_run_at: datetime | None
+    enrolled_at: datetime
+    finished_at: datetime | None
+    exit_reason: str | None
+
+
+class Report(BaseModel):
+    nodes: list[NodeReport]
+    enrollments: list[EnrollmentReport]

@@ -1,0 +1,300 @@
+"""Drip campaigns end to end: the API, the runner, the delivery pipeline and a real SMTP
+server, with time moved by a manual clock."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dripstone import clock
+from tests.conftest import Api
+from tests.delivery.smtp_server import SmtpTestServer
+from tests.drips.helpers import chain, create, edge, graph, node, report, start
+from tests.mailings.helpers import (
+    add_subscribers,
+    html_of,
+    job,
+    make_list,
+    make_mailing,
+    ok,
+    parsed,
+)
+
+Tick = Callable[[], None]
+
+
+def subjects_by_recipient(server: SmtpTestServer) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for message in server.messages:
+        found.setdefault(message.rcpt_tos[0], []).append(str(parsed(message)["Subject"]))
+    return found
+
+
+def run_for(
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    delta: timedelta,
+    step: timedelta = timedelta(minutes=5),
+) -> None:
+    """Let `delta` pass, ticking as the server would (every `step` here, twice each time:
+    one tick advances enrollments, the next dispatches the emails they queued)."""
+    end = manual_clock.now() + delta
+    while manual_clock.now() < end:
+        run_tick()
+        run_tick()
+        manual_clock.advance(min(step, end - manual_clock.now()))
+    run_tick()
+    run_tick()
+
+
+@pytest.fixture
+def news(api: Api) -> str:
+    list_id = make_list(api, "News")
+    add_subscribers(
+        api,
+        list_id,
+        [{"email": "alex@example.com", "first_name": "Alex"}, {"email": "blake@example.com"}],
+    )
+    return list_id
+
+
+def welcome_series(api: Api) -> str:
+    """Welcome; a day later, a thank-you to those who clicked and a nudge to the others;
+    two days after that, the tips."""
+    welcome = make_mailing(api, subject="Welcome {{ first_name | default('friend') }}")
+    thanks = make_mailing(api, subject="Thanks for looking")
+    nudge = make_mailing(api, subject="Did you see this?")
+    tips = make_mailing(api, subject="Tips")
+    return graph(
+        [
+            node("t", "trigger"),
+            node("welcome", "email", campaign_mailing_id=welcome),
+            node("day", "delay", amount=1, unit="days"),
+            node("clicked", "condition", check="clicked", node="welcome"),
+            node("thanks", "email", campaign_mailing_id=thanks),
+            node("nudge", "email", campaign_mailing_id=nudge),
+            node("wait", "delay", amount=2, unit="days"),
+            node("tips", "email", campaign_mailing_id=tips),
+            node("end", "exit"),
+        ],
+        [
+            edge("t", "welcome"),
+            edge("welcome", "day"),
+            edge("day", "clicked"),
+            edge("clicked", "thanks", "yes"),
+            edge("clicked", "nudge", "no"),
+            edge("thanks", "wait"),
+            edge("nudge", "wait"),
+            edge("wait", "tips"),
+            edge("tips", "end"),
+        ],
+    )
+
+
+def test_a_welcome_series_branches_on_a_click_and_honours_its_delays(
+    api: Api,
+    client: TestClient,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    campaign = create(api, news, welcome_series(api))
+    (jid,) = start(api, campaign)
+    assert job(api, jid)["state"] == "succeeded"
+    run_for(run_tick, manual_clock, timedelta(minutes=2))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Welcome Alex"],
+        "blake@example.com": ["Welcome friend"],
+    }
+
+    (welcome_alex,) = [m for m in smtp_server.messages if m.rcpt_tos == ["alex@example.com"]]
+    link = re.findall(
+        r'href="(https://mail\.example\.com/t/c/[^"]+)"', html_of(parsed(welcome_alex))
+    )[0]
+    assert client.get(urlsplit(link).path, follow_redirects=False).status_code == 302
+
+    run_for(run_tick, manual_clock, timedelta(hours=23, minutes=50))
+    assert len(smtp_server.messages) == 2  # the day has not passed
+    run_for(run_tick, manual_clock, timedelta(minutes=20))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Welcome Alex", "Thanks for looking"],
+        "blake@example.com": ["Welcome friend", "Did you see this?"],
+    }
+    run_for(run_tick, manual_clock, timedelta(days=2, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Welcome Alex", "Thanks for looking", "Tips"],
+        "blake@example.com": ["Welcome friend", "Did you see this?", "Tips"],
+    }
+    run_for(run_tick, manual_clock, timedelta(days=10), step=timedelta(hours=6))
+    assert len(smtp_server.messages) == 6
+
+    attributes = ok(api.get(f"/drip_campaigns/{campaign}"))["data"]["attributes"]
+    assert (attributes["subscriber_count"], attributes["subscriber_completed_count"]) == (0, 2)
+    nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (nodes["welcome"]["entered"], nodes["welcome"]["emails_sent"]) == (2, 2)
+    assert nodes["welcome"]["emails_clicked"] == 1
+    assert (nodes["thanks"]["entered"], nodes["nudge"]["entered"]) == (1, 1)
+    assert nodes["end"]["completed"] == 2
+
+
+def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=first),
+            node("d", "delay", amount=1, unit="hours"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert len(smtp_server.messages) == 2
+
+    paused = ok(api.post(f"/drip_campaigns/{campaign}/pause"))["data"]
+    assert paused == {"drip_campaign_id": campaign, "status": "paused"}
+    add_subscribers(api, news, [{"email": "casey@example.com"}])  # joins; existing trigger only
+    run_for(run_tick, manual_clock, timedelta(hours=3))
+    assert len(smtp_server.messages) == 2  # nothing while paused
+    waiting = ok(api.get(f"/drip_campaigns/{campaign}"))["data"]["attributes"]
+    assert (waiting["state"], waiting["subscriber_count"]) == ("paused", 2)
+
+    assert start(api, campaign) == []
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "blake@example.com": ["First", "Second"],
+    }
+
+
+def test_new_members_are_enrolled_by_the_subscription_trigger_even_while_paused(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api,
+        news,
+        chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello)),
+        "subscription",
+    )
+    assert start(api, campaign) == []
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert smtp_server.messages == []  # the members before the start are not enrolled
+
+    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    add_subscribers(api, news, [{"email": "casey@example.com"}])
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert smtp_server.messages == []
+    assert [e["node_id"] for e in report(api, campaign)["enrollments"]] == ["t"]  # at the trigger
+
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert subjects_by_recipient(smtp_server) == {"casey@example.com": ["Hello"]}
+    add_subscribers(api, news, [{"email": "casey@example.com"}])  # already enrolled once
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert len(smtp_server.messages) == 1
+
+
+def test_unsubscribing_mid_sequence_leaves_the_campaign(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=first),
+            node("d", "delay", amount=1, unit="days"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    alex = next(
+        s["id"]
+        for s in ok(api.get("/subscribers"))["data"]
+        if s["attributes"]["email"] == "alex@example.com"
+    )
+    ok(
+        api.post(
+            "/subscriptions/unsubscribe",
+            {"subscriber_ids": [alex], "subscription_list_ids": [news]},
+        )
+    )
+    assert ok(api.get(f"/drip_campaigns/{campaign}"))["data"]["attributes"]["subscriber_count"] == 1
+
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First"],
+        "blake@example.com": ["First", "Second"],
+    }
+    states = {
+        e["email"]: (e["state"], e["exit_reason"]) for e in report(api, campaign)["enrollments"]
+    }
+    assert states == {
+        "alex@example.com": ("exited", "the subscriber left the campaign's list"),
+        "blake@example.com": ("completed", None),
+    }
+
+
+def test_a_live_edit_keeps_enrollments_on_kept_nodes_and_moves_those_on_removed_ones(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=first),
+            node("week", "delay", amount=1, unit="weeks"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert {e["node_id"] for e in report(api, campaign)["enrollments"]} == {"week"}
+
+    # The week becomes an hour: the waiting step is replaced by a new one in its place.
+    edited = chain(
+        node("t", "trigger"),
+        node("a", "email", campaign_mailing_id=first),
+        node("hour", "delay", amount=1, unit="hours"),
+        node("b", "email", campaign_mailing_id=second),
+    )
+    ok(api.put(f"/drip_campaigns/{campaign}", {"drip_campaign": {"drip_campaign_nodes": edited}}))
+    assert {e["node_id"] for e in report(api, campaign)["enrollments"]} == {"hour"}
+    run_for(run_tick, manual_clock, timedelta(minutes=50))
+    assert len(smtp_server.messages) == 2
+    run_for(run_tick, manual_clock, timedelta(minutes=15))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "blake@example.com": ["First", "Second"],
+    }
