@@ -1,0 +1,148 @@
+"""A drip campaign survives `dripstone serve` being killed: a real server runs a two-email
+campaign for a few thousand subscribers, is SIGKILLed in the middle, and is started again.
+Every subscriber gets both emails, in order, with the delay between them honoured; the only
+copies twice are deliveries in the documented window, with the same Message-ID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dripstone import db
+from dripstone.accounts import service as accounts
+from dripstone.config import Settings
+from dripstone.db import AccountScope
+from dripstone.delivery.models import Delivery
+from dripstone.drips import service as drips
+from dripstone.drips.models import DripEnrollment
+from dripstone.jobs.queue import configure_queue
+from dripstone.mailings import schemas as mailing_schemas
+from dripstone.mailings import service as mailings
+from dripstone.subscribers import schemas, service
+from tests.conftest import SECRET
+from tests.delivery.smtp_server import SmtpTestServer
+from tests.drips.helpers import chain, node
+from tests.mailings.helpers import parsed
+from tests.processes import Processes, queue_url
+
+SUBSCRIBERS = 2000
+DELAY_SECONDS = 3
+pytestmark = pytest.mark.slow
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
+    """Poll until `condition` holds: another process is doing the work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
+    settings: Settings,
+    database_url: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+) -> None:
+    configure_queue(queue_url(settings, database_url))
+    with database.transaction() as session:
+        account, _ = accounts.create_account(session, "acme")
+        scope = AccountScope(session, account.id)
+        rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
+        service.bulk_create(scope, rows, None)
+        everyone = service.default_list(scope).uuid
+        ids = {}
+        for subject in ("First", "Second"):
+            fields = mailing_schemas.MailingFields.model_validate(
+                {"subject": subject, "html_part": "<p>Hi</p>", "from": "news@example.com"}
+            )
+            ids[subject] = mailings.save_mailing(scope, fields, None).uuid
+        nodes = chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=ids["First"]),
+            node("d", "delay", amount=DELAY_SECONDS, unit="seconds"),
+            node("b", "email", campaign_mailing_id=ids["Second"]),
+        )
+        campaign = drips.create_campaign(
+            scope, drips.CampaignFields("Welcome", everyone, "existing", nodes)
+        )
+        drips.start(scope, campaign)
+
+    env = {
+        **os.environ,
+        "DRIPSTONE_DATA_DIR": str(settings.data_dir),
+        "DRIPSTONE_DATABASE_URL": database_url,
+        "DRIPSTONE_QUEUE_URL": queue_url(settings, database_url),
+        "DRIPSTONE_SECRET_KEY": SECRET,
+        "DRIPSTONE_SMTP_URL": smtp_server.url,
+        "DRIPSTONE_SMTP_MAX_PER_SECOND": "1000",
+        "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
+        "DRIPSTONE_DELIVERY_CLAIM_SECONDS": "5",
+    }
+    processes = Processes(env, tmp_path)
+    try:
+        first = processes.start("serve")
+        wait_until(lambda: len(smtp_server.messages) >= SUBSCRIBERS // 2, "half the emails")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        received_at_kill = len(smtp_server.messages)
+        with database.read_sessions() as session:
+            in_doubt = set(
+                session.execute(
+                    select(Delivery.email, Delivery.drip_node_id).where(
+                        Delivery.status == "sending"
+                    )
+                ).all()
+            )
+        assert received_at_kill < 2 * SUBSCRIBERS
+
+        processes.start("serve")
+
+        def finished() -> bool:
+            with database.read_sessions() as session:
+                left = session.scalar(
+                    select(func.count())
+                    .select_from(DripEnrollment)
+                    .where(DripEnrollment.state != "completed")
+                )
+                unsent = session.scalar(
+                    select(func.count()).select_from(Delivery).where(Delivery.status != "delivered")
+                )
+            return left == 0 and unsent == 0
+
+        wait_until(finished, "the campaign's end")
+    finally:
+        processes.stop_all()
+
+    copies: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for message in smtp_server.messages:
+        email = parsed(message)
+        copies[(message.rcpt_tos[0], str(email["Subject"]))].append(str(email["Message-ID"]))
+    expected = {(f"s{i}@example.com", s) for i in range(SUBSCRIBERS) for s in ("First", "Second")}
+    assert set(copies) == expected
+    twice = {key for key, message_ids in copies.items() if len(message_ids) > 1}
+    node_of = {"First": "a", "Second": "b"}
+    assert {(email, node_of[subject]) for email, subject in twice} <= in_doubt
+    assert all(len(set(copies[key])) == 1 for key in twice)  # the same Message-ID
+    with database.read_sessions() as session:
+        steps = session.execute(
+            select(Delivery.drip_enrollment_id, Delivery.drip_node_id, Delivery.created_at)
+        ).all()
+    queued: dict[int | None, dict[str | None, object]] = defaultdict(dict)
+    for enrollment_id, node_id, created_at in steps:
+        queued[enrollment_id][node_id] = created_at
+    assert len(queued) == SUBSCRIBERS
+    for per_node in queued.values():
+        gap = per_node["b"] - per_node["a"]  # type: ignore[operator]
+        assert gap >= timedelta(seconds=DELAY_SECONDS)
