@@ -298,3 +298,40 @@ def test_a_live_edit_keeps_enrollments_on_kept_nodes_and_moves_those_on_removed_
         "alex@example.com": ["First", "Second"],
         "blake@example.com": ["First", "Second"],
     }
+
+
+def test_a_campaign_that_opens_with_a_delay_enrolls_everyone_straight_at_the_delay(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    later = make_mailing(api, subject="An hour later")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("hour", "delay", amount=1, unit="hours"),
+            node("a", "email", campaign_mailing_id=later),
+        ),
+    )
+    started_at = manual_clock.now()
+    start(api, campaign)
+
+    # No runner step yet: the enrollment itself placed them, with the visits recorded.
+    enrollments = report(api, campaign)["enrollments"]
+    assert {(e["node_id"], e["next_run_at"]) for e in enrollments} == {
+        ("hour", (started_at + timedelta(hours=1)).isoformat().replace("+00:00", "Z"))
+    }
+    nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (nodes["t"]["entered"], nodes["hour"]["entered"], nodes["hour"]["waiting"]) == (2, 2, 2)
+
+    run_for(run_tick, manual_clock, timedelta(minutes=55))
+    assert smtp_server.messages == []
+    run_for(run_tick, manual_clock, timedelta(minutes=10))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["An hour later"],
+        "blake@example.com": ["An hour later"],
+    }

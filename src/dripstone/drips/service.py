@@ -373,16 +373,24 @@ def _enroll_batch(session: Session, job: Job, _batch_size: int) -> StepResult:
 
 
 def enroll(scope: AccountScope, campaign: DripCampaign, graph: Graph, who: Any) -> int:
-    """Enroll the subscribers `who` selects, at the trigger, unless already enrolled."""
-    now = literal(clock.now(), UTCDateTime())
+    """Enroll the subscribers `who` selects, unless already enrolled. They start at the
+    trigger; when the first step is the same for everyone (the trigger leads straight to a
+    delay), the engine takes it once for all and they start at the delay, with their visits
+    written set-based too, rather than a million identical steps for the runner."""
+    moment = clock.now()
+    now = literal(moment, UTCDateTime())
+    opening = _opening_step(graph, moment)
+    node_id, wake_at = graph.trigger_id, moment
+    if opening is not None and opening.position is not None and opening.wake_at is not None:
+        node_id, wake_at = opening.position.node_id, opening.wake_at
     rows = select(
         literal(scope.account_id),
         literal(campaign.id),
         Subscriber.id,
         literal(ACTIVE),
-        literal(graph.trigger_id),
+        literal(node_id),
         now,
-        now,
+        literal(wake_at, UTCDateTime()),
         now,
     ).where(who)
     stmt = insert_ignoring_duplicates(
@@ -400,7 +408,35 @@ def enroll(scope: AccountScope, campaign: DripCampaign, graph: Graph, who: Any) 
         ],
         rows,
     )
-    return int(scope.session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    added = int(scope.session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    if node_id != graph.trigger_id and added:
+        for visited in (graph.trigger_id, node_id):
+            scope.session.execute(
+                insert_ignoring_duplicates(
+                    scope.session, DripNodeVisit, "enrollment_id", "node_id"
+                ).from_select(
+                    ["enrollment_id", "node_id", "drip_campaign_id", "entered_at"],
+                    select(
+                        DripEnrollment.id, literal(visited), DripEnrollment.drip_campaign_id, now
+                    ).where(
+                        DripEnrollment.drip_campaign_id == campaign.id,
+                        DripEnrollment.enrolled_at == now,
+                        DripEnrollment.node_id == node_id,
+                    ),
+                )
+            )
+    return added
+
+
+def _opening_step(graph: Graph, now: datetime) -> engine.Step | None:
+    """The first step, if it is the same for every subscriber: trigger, then a delay."""
+    first = graph.next(graph.trigger_id)
+    if first is None or graph.nodes[first].kind != "delay":
+        return None
+    step = engine.advance(
+        graph, engine.Position(graph.trigger_id, now), engine.Facts(subscriber_key=""), now
+    )
+    return None if step.effects else step
 
 
 def enroll_new_members(database: Database, limit: int = 1000) -> int:
