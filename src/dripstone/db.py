@@ -167,7 +167,7 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
         "synchronous=NORMAL",
         "foreign_keys=ON",
         "busy_timeout=30000",
-        "cache_size=-65536",
+        "cache_size=-16384",  # 16 MiB of pages per connection: memory stays bounded
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
