@@ -252,6 +252,14 @@ def database() -> Database:
     return _database
 
 
+def matches_regex(session: Session, column: Any, pattern: str) -> Any:
+    """SQL: `column` matches `pattern`, ignoring case, on either backend. (SQLAlchemy drops
+    regex flags on SQLite, whose REGEXP is Python's `re`: there the flag goes inline.)"""
+    if session.get_bind().dialect.name == "sqlite":
+        return column.regexp_match("(?i)" + pattern)
+    return column.regexp_match(pattern, flags="i")
+
+
 def insert_ignoring_duplicates(session: Session, model: type[Any], *unique_columns: str) -> Any:
     """An INSERT that skips rows clashing on `unique_columns` (SQLite and PostgreSQL)."""
     if session.get_bind().dialect.name == "postgresql":

@@ -335,3 +335,46 @@ def test_a_campaign_that_opens_with_a_delay_enrolls_everyone_straight_at_the_del
         "alex@example.com": ["An hour later"],
         "blake@example.com": ["An hour later"],
     }
+
+
+def test_a_hard_bounce_or_a_deletion_takes_the_subscriber_out(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    add_subscribers(api, news, [{"email": "casey@example.com"}])
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=first),
+            node("d", "delay", amount=1, unit="days"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    smtp_server.replies["blake@example.com"] = "550 5.1.1 No such user"
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    casey = next(
+        s["id"]
+        for s in ok(api.get("/subscribers"))["data"]
+        if s["attributes"]["email"] == "casey@example.com"
+    )
+    ok(api.request("DELETE", "/subscribers_bulk_delete", params={"subscriber_ids": casey}))
+    assert ok(api.get(f"/drip_campaigns/{campaign}"))["data"]["attributes"]["subscriber_count"] == 1
+
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "casey@example.com": ["First"],
+    }
+    reasons = {e["email"]: e["exit_reason"] for e in report(api, campaign)["enrollments"]}
+    assert reasons == {
+        "alex@example.com": None,
+        "blake@example.com": "the address hard-bounced and is suppressed",
+        None: "the subscriber was deleted",
+    }

@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.accounts.models import Account
-from dripstone.db import AccountScope, Database, UTCDateTime, insert_ignoring_duplicates
+from dripstone.db import (
+    AccountScope,
+    Database,
+    UTCDateTime,
+    insert_ignoring_duplicates,
+    matches_regex,
+)
 from dripstone.delivery import service as delivery
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.template import check_templates
@@ -216,7 +222,7 @@ def list_campaigns(
 ) -> list[DripCampaign]:
     stmt = scope.select(DripCampaign).where(DripCampaign.deleted_at.is_(None))
     if search:
-        stmt = stmt.where(DripCampaign.name.regexp_match(search, flags="i"))
+        stmt = stmt.where(matches_regex(scope.session, DripCampaign.name, search))
     column = ORDERABLE[order_by]
     direction = (
         (column.asc(), DripCampaign.id.asc())
@@ -408,7 +414,8 @@ def enroll(scope: AccountScope, campaign: DripCampaign, graph: Graph, who: Any) 
         ],
         rows,
     )
-    added = int(scope.session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    result = scope.session.execute(stmt, execution_options={"preserve_rowcount": True})
+    added = max(int(result.rowcount), 0)  # type: ignore[attr-defined]
     if node_id != graph.trigger_id and added:
         for visited in (graph.trigger_id, node_id):
             scope.session.execute(

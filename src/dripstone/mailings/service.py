@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
-from dripstone.db import AccountScope, UTCDateTime
+from dripstone.db import AccountScope, UTCDateTime, matches_regex
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.models import Delivery, Suppression
@@ -75,7 +75,7 @@ def list_mailings(
     """The account's mailings with their delivery counts, filtered and paged."""
     stmt = scope.select(CampaignMailing)
     if search:
-        stmt = stmt.where(CampaignMailing.subject.regexp_match(search, flags="i"))
+        stmt = stmt.where(matches_regex(scope.session, CampaignMailing.subject, search))
     if template_type:
         stmt = stmt.where(CampaignMailing.template_type == template_type)
     column = ORDERABLE.get(order_by or "", CampaignMailing.id)
