@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ class Server:
     key: str
     pids: list[int]
     database_url: str = ""
+    root_pid: int = 0  # the `dripstone serve` process itself (uvicorn's supervisor)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -75,20 +76,29 @@ def postgres_schema(url: str) -> Iterator[str]:
 
 @contextmanager
 def running_server(
-    backend: str, workers: int = 1, postgres_url: str = DEFAULT_POSTGRES
+    backend: str,
+    workers: int = 1,
+    postgres_url: str = DEFAULT_POSTGRES,
+    env: Mapping[str, str] | None = None,
+    log_file: Path | None = None,
 ) -> Iterator[Server]:
-    """`dripstone serve` on a free port with a fresh data dir and database of `backend`."""
+    """`dripstone serve` on a free port with a fresh data dir and database of `backend`.
+
+    `env` adds or overrides environment variables (DRIPSTONE_SMTP_URL, ...);
+    `log_file`, when given, receives the server's stderr (its JSON logs) instead of /dev/null.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="dripstone-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIPSTONE_")}
-    env["DRIPSTONE_DATA_DIR"] = str(data_dir)
-    env["DRIPSTONE_LOG_LEVEL"] = "WARNING"
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIPSTONE_")}
+    server_env["DRIPSTONE_DATA_DIR"] = str(data_dir)
+    server_env["DRIPSTONE_LOG_LEVEL"] = "WARNING"
+    server_env.update(env or {})
     with _database(backend, postgres_url) as database_url:
         if database_url:
-            env["DRIPSTONE_DATABASE_URL"] = database_url
-            env["DRIPSTONE_QUEUE_URL"] = database_url
+            server_env["DRIPSTONE_DATABASE_URL"] = database_url
+            server_env["DRIPSTONE_QUEUE_URL"] = database_url
         created = subprocess.run(
             [DRIPSTONE, "accounts", "create", "bench"],
-            env=env,
+            env=server_env,
             capture_output=True,
             text=True,
             check=True,
@@ -97,21 +107,28 @@ def running_server(
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
+        log = log_file.open("ab") if log_file is not None else None
         process = subprocess.Popen(
             [DRIPSTONE, "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
+            env=server_env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log or subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(base, process)
             yield Server(
-                base=base, key=key, pids=_server_pids(process.pid), database_url=database_url
+                base=base,
+                key=key,
+                pids=_server_pids(process.pid),
+                database_url=database_url,
+                root_pid=process.pid,
             )
         finally:
             process.terminate()
             process.wait(timeout=60)
+            if log is not None:
+                log.close()
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
