@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     delivery_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
     # A dispatcher that has not finished a claimed delivery by then is presumed dead.
     delivery_claim_seconds: Annotated[int, Field(ge=5)] = 600
+    # Replies recorded per transaction: also how many messages per dispatcher a crash can
+    # leave in doubt (sent again with the same Message-ID).
+    delivery_record_every: Annotated[int, Field(ge=1, le=1000)] = 10
 
     @field_validator("database_url")
     @classmethod

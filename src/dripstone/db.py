@@ -191,10 +191,10 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        # For reads outside a session: on SQLite it begins without taking the write lock.
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
+        self.read_sessions = sessionmaker(self.reader, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -250,6 +250,9 @@ def database() -> Database:
     if _database is None:
         raise RuntimeError("dripstone.db.configure() has not been called")
     return _database
+
+
+INVALID_REGULAR_EXPRESSION = "2201B"  # PostgreSQL's SQLSTATE for a pattern it refuses
 
 
 def matches_regex(session: Session, column: Any, pattern: str) -> Any:

@@ -22,19 +22,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, not_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, exists, func, not_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dripstone import clock
 from dripstone.config import Settings
-from dripstone.db import Database
+from dripstone.db import Database, UTCDateTime
 from dripstone.delivery.mime import DkimKey, MessageFrame, UnsafeHeaderError, new_message_id
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.prepare import PreparedMailing
@@ -81,6 +82,9 @@ class DeliveryPolicy:
     claim_seconds: int = 600
     # A dispatch task returns after this long, so sends cannot starve the queue's other work.
     budget_seconds: float = 10.0
+    # Replies are recorded (and the next messages handed over) this many at a time: fewer
+    # transactions, and at most this many messages per dispatcher in the crash window.
+    record_every: int = 10
 
     def retry_delay(self, attempts: int) -> timedelta:
         """The wait after the `attempts`-th deferral: base, then doubling."""
@@ -168,6 +172,7 @@ def configure_pipeline(settings: Settings, **options: Any) -> Pipeline:
             retry_horizon_seconds=settings.retry_horizon_seconds,
             batch_size=settings.delivery_batch_size,
             claim_seconds=settings.delivery_claim_seconds,
+            record_every=settings.delivery_record_every,
         ),
         default_from_email=settings.from_email,
         unsubscribe_mailto=_mailto(settings.list_unsubscribe_mailto),
@@ -253,7 +258,7 @@ class _Due:
 
 def has_due_deliveries(database: Database) -> bool:
     """Whether any delivery is due now (cheap: one indexed probe)."""
-    with database.engine.connect() as connection:
+    with database.reader.connect() as connection:
         found = connection.execute(
             select(Delivery.id)
             .where(Delivery.status == PENDING, Delivery.next_attempt_at <= clock.now())
@@ -300,53 +305,112 @@ def _claim(database: Database, token: str, policy: DeliveryPolicy) -> list[int]:
         return sorted(row[0] for row in rows)
 
 
+_TABLE: Table = Delivery.__table__  # type: ignore[assignment]
+# Built once: per message, building statements cost more than running them.
+_MARK_SENDING = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("b_id"),
+        _TABLE.c.claim_token == bindparam("b_token"),
+        _TABLE.c.status == CLAIMED,
+    )
+    .values(status=SENDING, message_id=bindparam("b_message_id"))
+)
+_RECORD = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("b_id"),
+        _TABLE.c.claim_token == bindparam("b_token"),
+        _TABLE.c.status == SENDING,
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        smtp_code=bindparam("b_code"),
+        smtp_reply=bindparam("b_reply"),
+        sent_at=bindparam("b_sent_at", type_=UTCDateTime()),
+        finished_at=bindparam("b_finished_at", type_=UTCDateTime()),
+        next_attempt_at=bindparam("b_next_attempt_at", type_=UTCDateTime()),
+        claim_token=None,
+        claimed_until=None,
+    )
+)
+# SQLite has one writer: this process's dispatchers queue here for it, instead of in
+# SQLite's busy handler, which sleeps in steps of milliseconds.
+_sqlite_writes = threading.Lock()
+
+
+@contextmanager
+def _writing(database: Database) -> Iterator[Connection]:
+    """A write transaction, taken in turn among this process's threads on SQLite."""
+    with _sqlite_writes if database.is_sqlite else nullcontext(), database.engine.begin() as c:
+        yield c
+
+
 def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[int]) -> int:
-    with database.engine.connect() as connection:
+    """Send a claimed batch, `record_every` messages at a time: one transaction records the
+    replies of a group and hands the next group over, so at most that many messages of this
+    dispatcher are ever in the window."""
+    with database.reader.connect() as connection:
         due = _load(connection, ids)
     skipped = [d for d in due if d.skip_reason is not None]
     if skipped:
-        with database.engine.begin() as connection:
+        with _writing(database) as connection:
             _finish_unsent(connection, token, skipped)
-    handed_over = 0
-    previous: tuple[_Due, Outcome] | None = None
     remaining = [d for d in due if d.skip_reason is None]
-    for position, delivery in enumerate(remaining):
-        message = _build(active, delivery)
-        if message is None:
-            with database.engine.begin() as connection:
-                _finish_unsent(connection, token, [delivery], status=FAILED)
-            continue
-        with database.engine.begin() as connection:
-            if previous is not None:
-                _record(connection, active.policy, token, *previous)
-                previous = None
-            marked = connection.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == delivery.id,
-                    Delivery.claim_token == token,
-                    Delivery.status == CLAIMED,
-                )
-                .values(status=SENDING, message_id=delivery.message_id)
+    size = active.policy.record_every
+    handed_over = 0
+    replies: list[tuple[_Due, Outcome]] = []
+    for start in range(0, len(remaining), size):
+        chunk = remaining[start : start + size]
+        group = [(d, message) for d in chunk if (message := _build(active, d)) is not None]
+        failed = [d for d in chunk if d.skip_reason is not None]
+        with _writing(database) as connection:
+            _record(connection, active.policy, token, replies)
+            replies = []
+            if failed:
+                _finish_unsent(connection, token, failed, status=FAILED)
+            marked = _mark_sending(connection, token, [d for d, _ in group])
+        for delivery, message in group:
+            if delivery.id not in marked:
+                continue  # taken back by the sweep; someone else sends it
+            outcome = active.transport.send(
+                message, _envelope_from(active, delivery), delivery.email
             )
-        if marked.rowcount != 1:
-            continue  # taken back by the sweep; someone else sends it
-        outcome = active.transport.send(message, _envelope_from(active, delivery), delivery.email)
-        handed_over += 1
-        previous = (delivery, outcome)
-        if outcome.status is Status.DEFERRED and outcome.code is None:
-            # The relay cannot be reached: the rest of the batch waits for the same retry
-            # instead of each failing on its own.
-            with database.engine.begin() as connection:
-                _record(connection, active.policy, token, *previous)
-                previous = None
-                later = [d.id for d in remaining[position + 1 :]]
-                _release(connection, active.policy, token, later, outcome)
-            break
-    if previous is not None:
-        with database.engine.begin() as connection:
-            _record(connection, active.policy, token, *previous)
+            handed_over += 1
+            replies.append((delivery, outcome))
+            if outcome.status is Status.DEFERRED and outcome.code is None:
+                # The relay cannot be reached: the rest waits for the same retry instead of
+                # each failing on its own.
+                position = group.index((delivery, message))
+                unsent = [d.id for d, _ in group[position + 1 :] if d.id in marked]
+                with _writing(database) as connection:
+                    _record(connection, active.policy, token, replies)
+                    later = [d.id for d in remaining[start + size :]]
+                    _release(connection, active.policy, token, later, outcome, unsent)
+                return handed_over
+    if replies:
+        with _writing(database) as connection:
+            _record(connection, active.policy, token, replies)
     return handed_over
+
+
+def _mark_sending(connection: Connection, token: str, group: Sequence[_Due]) -> set[int]:
+    """Hand `group` over (status sending, Message-ID fixed); the ids this claim still held."""
+    if not group:
+        return set()
+    connection.execute(
+        _MARK_SENDING,
+        [{"b_id": d.id, "b_token": token, "b_message_id": d.message_id} for d in group],
+    )
+    held = connection.execute(
+        select(Delivery.id).where(
+            Delivery.id.in_([d.id for d in group]),
+            Delivery.claim_token == token,
+            Delivery.status == SENDING,
+        )
+    )
+    return {row[0] for row in held}
 
 
 def _envelope_from(active: Pipeline, delivery: _Due) -> str:
@@ -383,36 +447,43 @@ def _build(active: Pipeline, delivery: _Due) -> bytes | None:
 
 
 def _record(
-    connection: Connection, policy: DeliveryPolicy, token: str, delivery: _Due, outcome: Outcome
+    connection: Connection,
+    policy: DeliveryPolicy,
+    token: str,
+    replies: Sequence[tuple[_Due, Outcome]],
 ) -> None:
+    """Record what the server answered for each message: delivered, retry later, bounced."""
+    if not replies:
+        return
     now = clock.now()
-    attempts = delivery.attempts + 1
-    values: dict[str, Any] = {
-        "attempts": attempts,
-        "smtp_code": outcome.code,
-        "smtp_reply": outcome.reply[:2000],
-        "claim_token": None,
-        "claimed_until": None,
-    }
-    if outcome.status is Status.DELIVERED:
-        values.update(status=DELIVERED, sent_at=now, finished_at=now)
-    elif outcome.status is Status.BOUNCED:
-        values.update(status=HARD_BOUNCED, finished_at=now)
-        _suppress(connection, delivery, outcome)
-    else:
-        retry_at = now + policy.retry_delay(attempts)
-        horizon = delivery.created_at + timedelta(seconds=policy.retry_horizon_seconds)
-        if retry_at > horizon:
-            values.update(status=SOFT_BOUNCED, finished_at=now)
-        else:
-            values.update(status=PENDING, next_attempt_at=retry_at)
-    connection.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery.id, Delivery.claim_token == token, Delivery.status == SENDING
+    rows = []
+    for delivery, outcome in replies:
+        attempts = delivery.attempts + 1
+        status, retry_at = DELIVERED, now
+        sent_at: datetime | None = now
+        finished_at: datetime | None = now
+        if outcome.status is Status.BOUNCED:
+            status, sent_at = HARD_BOUNCED, None
+            _suppress(connection, delivery, outcome)
+        elif outcome.status is Status.DEFERRED:
+            sent_at = None
+            retry_at = now + policy.retry_delay(attempts)
+            horizon = delivery.created_at + timedelta(seconds=policy.retry_horizon_seconds)
+            status, finished_at = (SOFT_BOUNCED, now) if retry_at > horizon else (PENDING, None)
+        rows.append(
+            {
+                "b_id": delivery.id,
+                "b_token": token,
+                "b_status": status,
+                "b_attempts": attempts,
+                "b_code": outcome.code,
+                "b_reply": outcome.reply[:2000],
+                "b_sent_at": sent_at,
+                "b_finished_at": finished_at,
+                "b_next_attempt_at": retry_at,
+            }
         )
-        .values(**values)
-    )
+    connection.execute(_RECORD, rows)
 
 
 def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
@@ -458,27 +529,36 @@ def _release(
     token: str,
     ids: Sequence[int],
     outcome: Outcome,
+    handed_over_unsent: Sequence[int] = (),
 ) -> None:
-    if not ids:
-        return
-    connection.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.claim_token == token, Delivery.status == CLAIMED)
-        .values(
-            status=PENDING,
-            next_attempt_at=clock.now() + timedelta(seconds=policy.retry_base_seconds),
-            smtp_code=outcome.code,
-            smtp_reply=outcome.reply[:2000],
-            claim_token=None,
-            claimed_until=None,
+    """Put claimed rows (and rows marked sending but never sent) back for a later retry."""
+    for status, chosen in ((CLAIMED, ids), (SENDING, handed_over_unsent)):
+        if not chosen:
+            continue
+        connection.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(chosen), Delivery.claim_token == token, Delivery.status == status
+            )
+            .values(
+                status=PENDING,
+                next_attempt_at=clock.now() + timedelta(seconds=policy.retry_base_seconds),
+                smtp_code=outcome.code,
+                smtp_reply=outcome.reply[:2000],
+                claim_token=None,
+                claimed_until=None,
+            )
         )
-    )
 
 
 def recover_deliveries(database: Database) -> int:
     """Take back claims whose dispatcher died. Rows it had handed to the transport (`sending`)
     go out again with their Message-ID; the window is described in the module docstring."""
     now = clock.now()
+    stale_claims = and_(Delivery.status.in_((CLAIMED, SENDING)), Delivery.claimed_until < now)
+    with database.reader.connect() as connection:
+        if connection.execute(select(Delivery.id).where(stale_claims).limit(1)).first() is None:
+            return 0
     with database.engine.begin() as connection:
         stale = connection.execute(
             select(Delivery.id, Delivery.status)

@@ -136,6 +136,10 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     return value
 
 
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def _environment(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
     # Immutable: a template must not be able to change the recipient's `custom` mapping,
     # which the caller may share between recipients.
@@ -144,6 +148,8 @@ def _environment(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
         undefined=_BlankUndefined,
         keep_trailing_newline=True,
         auto_reload=False,
+        # A field the subscriber has no value for prints as nothing, never as "None".
+        finalize=_blank_none,
     )
     environment.filters["default"] = _default
     environment.filters["d"] = _default

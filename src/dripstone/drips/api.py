@@ -61,7 +61,9 @@ def _fields(body: schemas.CampaignWrite) -> service.CampaignFields:
 @router.get("/drip_campaigns")
 def list_campaigns(
     scope: ReadScope,
-    search: Annotated[str | None, Query(max_length=200, description="regex on name")] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, pattern=r"^[^\x00]*$", description="regex on name")
+    ] = None,
     order_by: Literal["name", "created_at", "updated_at", "state"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> Data[list[schemas.CampaignListResource]]:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.accounts.models import Account
 from dripstone.db import (
+    INVALID_REGULAR_EXPRESSION,
     AccountScope,
     Database,
     UTCDateTime,
@@ -235,7 +236,9 @@ def list_campaigns(
     try:
         with scope.session.begin_nested():
             return list(scope.session.scalars(stmt.order_by(*direction)))
-    except DataError:
+    except DataError as exc:
+        if getattr(exc.orig, "sqlstate", None) != INVALID_REGULAR_EXPRESSION:
+            raise
         raise BadRequest("search: not a valid regular expression", field="search") from None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Response
@@ -97,8 +97,10 @@ def _checked_regex(search: str | None) -> str | None:
 @router.get("/campaign_mailings", tags=["campaign mailings"])
 def list_mailings(
     scope: ReadScope,
-    search: Annotated[str | None, Query(max_length=200, description="regex on subject")] = None,
-    template_type: Annotated[str | None, Query(max_length=32)] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, pattern=r"^[^\x00]*$", description="regex on subject")
+    ] = None,
+    template_type: Annotated[str | None, Query(max_length=32, pattern=r"^[^\x00]*$")] = None,
     order_by: Literal["subject", "created_at", "updated_at", "template_type"] | None = None,
     order: Literal["asc", "desc"] = "asc",
     items: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -212,9 +214,12 @@ def create_schedule(
     body: schemas.ScheduleCreate, scope: WriteScope
 ) -> Data[schemas.ScheduleStarted] | JSONResponse:
     """Send a mailing to a list at `send_at` (RFC 3339). Cancel with DELETE on its jid."""
-    if not RFC3339.fullmatch(body.send_at):
+    try:
+        if not RFC3339.fullmatch(body.send_at):
+            raise ValueError(body.send_at)
+        send_at = datetime.fromisoformat(body.send_at.replace("z", "Z")).astimezone(UTC)
+    except ValueError:  # the shape, or a date that does not exist (13th month, 25:00)
         return JSONResponse({"errors": BAD_TIME}, status_code=400)
-    send_at = datetime.fromisoformat(body.send_at.replace("z", "Z"))
     if body.campaign_mailing_id is not None:
         mailing = service.referenced_mailing(scope, body.campaign_mailing_id, "campaign_mailing_id")
         subject = body.subject

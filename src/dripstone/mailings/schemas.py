@@ -70,7 +70,8 @@ class MailingAttributes(BaseModel):
     from_: str | None = Field(serialization_alias="from")
     from_name: str | None
     reply_to: str | None
-    image_data: Any = None
+    # Only with `with_images` (and then only when the mailing has some).
+    image_data: Any = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class MailingResource(BaseModel):

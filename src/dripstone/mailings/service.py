@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
-from dripstone.db import AccountScope, UTCDateTime, matches_regex
+from dripstone.db import INVALID_REGULAR_EXPRESSION, AccountScope, UTCDateTime, matches_regex
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.models import Delivery, Suppression
@@ -88,7 +88,10 @@ def list_mailings(
     try:
         with scope.session.begin_nested():
             mailings = list(scope.session.scalars(stmt))
-    except DataError:  # PostgreSQL's regex dialect refused a pattern Python's accepted
+    except DataError as exc:
+        if getattr(exc.orig, "sqlstate", None) != INVALID_REGULAR_EXPRESSION:
+            raise
+        # PostgreSQL's regex dialect refused a pattern Python's accepted.
         raise BadRequest("search: not a valid regular expression", field="search") from None
     counts = mailing_counts(scope.session, [m.id for m in mailings])
     return [(m, _list_attributes(m, counts.get(m.id, {}))) for m in mailings]
