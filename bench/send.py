@@ -362,6 +362,7 @@ class SendFigures:
     cpu_seconds: float
     cpu_by_process: dict[str, float]
     peak_total_mb: float
+    before_mb: dict[str, float]
     peak_mb: dict[str, float]
     hwm_mb: dict[str, float]
     counts: dict[str, int]
@@ -382,6 +383,7 @@ def timed_send(
     """POST the send, follow its job and the sink until both are done; figures of the run."""
     sampler = MemorySampler(server.root_pid)
     sampler.sample()
+    before_kb = dict(sampler.peak_kb)  # after loading the list, before the send
     baseline, baseline_bytes = sink.count, sink.size_bytes
     cpu_before = tree_cpu(server.root_pid)
     sink_cpu_before = cpu_seconds(sink.process.pid)
@@ -447,6 +449,7 @@ def timed_send(
         cpu_seconds=sum(cpu.values()),
         cpu_by_process={f"{pid} {role(server, pid)}": seconds for pid, seconds in cpu.items()},
         peak_total_mb=sampler.peak_total_kb / 1024,
+        before_mb={f"{pid} {role(server, pid)}": kb / 1024 for pid, kb in before_kb.items()},
         peak_mb={f"{pid} {role(server, pid)}": kb / 1024 for pid, kb in sampler.peak_kb.items()},
         # The kernel's VmHWM can lag a sample by a few pages (per-thread RSS counters).
         hwm_mb={
@@ -566,8 +569,9 @@ def main() -> None:
     rows += [
         (
             f"  pid {name}",
-            f"CPU {send.cpu_by_process.get(name, 0):5.1f} s, peak RSS {mb:.1f} MB"
-            f" (lifetime peak {send.hwm_mb.get(name, 0):.1f} MB)",
+            f"CPU {send.cpu_by_process.get(name, 0):5.1f} s, RSS {send.before_mb.get(name, 0):.1f}"
+            f" MB before the send, peak {mb:.1f} MB (lifetime peak"
+            f" {send.hwm_mb.get(name, 0):.1f} MB)",
         )
         for name, mb in sorted(send.peak_mb.items())
     ]

@@ -504,7 +504,7 @@ def enroll_new_members(database: Database, limit: int = 1000) -> int:
 
 
 def has_new_members(database: Database) -> bool:
-    with database.engine.connect() as connection:
+    with database.reader.connect() as connection:
         return (
             connection.execute(
                 select(SubscriptionEvent.id).where(SubscriptionEvent.consumed_at.is_(None)).limit(1)
@@ -527,7 +527,7 @@ def _due() -> Any:
 
 
 def has_due_steps(database: Database) -> bool:
-    with database.engine.connect() as connection:
+    with database.reader.connect() as connection:
         return (
             connection.execute(select(DripEnrollment.id).where(_due()).limit(1)).first() is not None
         )

@@ -277,14 +277,18 @@ def recover_jobs(db: Database) -> int:
 def resume_due_jobs(db: Database) -> int:
     """Enqueue the jobs whose time has come: scheduled ones, and running ones that waited."""
     now, limits = clock.now(), _limits
+    waiting = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None)))
+    with db.reader.connect() as connection:  # most ticks find nothing: no write lock for that
+        if (
+            connection.execute(
+                select(Job.id).where(waiting, Job.not_before <= now).limit(1)
+            ).first()
+            is None
+        ):
+            return 0
     with db.transaction() as session:
         due = session.scalars(
-            select(Job)
-            .where(
-                or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None))),
-                Job.not_before <= now,
-            )
-            .with_for_update(skip_locked=True)
+            select(Job).where(waiting, Job.not_before <= now).with_for_update(skip_locked=True)
         ).all()
         for job in due:
             job.not_before = None
