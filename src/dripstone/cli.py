@@ -76,6 +76,9 @@ def serve(
         workers=workers,
         access_log=False,
         log_config=None,
+        # A worker busy sending can be slow to answer the supervisor's ping; the default
+        # 5 s made uvicorn kill and restart healthy workers under load.
+        timeout_worker_healthcheck=60,
     )
 
 

@@ -580,6 +580,15 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         )
     }
     graphs = {cid: _graph(c) for cid, c in campaigns.items()}
+    # The list an unsubscribe from a campaign's email leaves (None: All contacts, all mail).
+    leaves = {
+        row[0]: None if row[1] else row[0]
+        for row in session.execute(
+            select(SubscriptionList.id, SubscriptionList.is_default).where(
+                SubscriptionList.id.in_({c.subscription_list_id for c in campaigns.values()})
+            )
+        )
+    }
     zones = {
         row[0]: row[1]
         for row in session.execute(
@@ -634,7 +643,17 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         left = False
         for effect in step.effects:
             if isinstance(effect, engine.SendEmail):
-                deliveries.append(_delivery_row(session, campaign, enrollment, person, effect, now))
+                deliveries.append(
+                    _delivery_row(
+                        session,
+                        campaign,
+                        enrollment,
+                        person,
+                        effect,
+                        now,
+                        leaves.get(campaign.subscription_list_id),
+                    )
+                )
             elif _act(session, campaign, person, effect):
                 left = True  # the subscriber unsubscribed: nothing after this is carried out
                 break
@@ -813,15 +832,15 @@ def _delivery_row(
     person: _Subject,
     effect: engine.SendEmail,
     now: datetime,
+    leaves_list: int | None,
 ) -> dict[str, Any]:
     mailing_id = _mailing_id(session, campaign.account_id, effect.mailing_id)
-    lst = session.get(SubscriptionList, campaign.subscription_list_id)
     return {
         "account_id": campaign.account_id,
         "kind": delivery.DRIP,
         "campaign_mailing_id": mailing_id,
         "subscriber_id": person.id,
-        "subscription_list_id": None if lst is None or lst.is_default else lst.id,
+        "subscription_list_id": leaves_list,
         "drip_enrollment_id": enrollment.id,
         "drip_node_id": effect.node_id,
         "subject": effect.subject,
