@@ -8,12 +8,13 @@ retry horizon), `hard_bounced` (5xx; the address is suppressed for the account),
 `failed` (its content could not be rendered for this recipient).
 
 Exactly once. Every state change is conditional on the dispatcher's claim token, so two
-dispatchers never both send a row. One transaction per message records the previous
-message's outcome and marks the next one `sending`; a crash therefore leaves at most one row
-per dispatcher in `sending`. That row is the one window no design can close: the relay may
-have taken the message just before the process died. The recovery sweep sends such a row
-again with the same Message-ID (receivers that see the Message-ID twice treat it as one
-message); rows still `claimed` were never handed over and are simply sent.
+dispatchers never both send a row. One transaction records the replies of a group of
+messages (`record_every`, 10 by default) and marks the next group `sending`; a crash
+therefore leaves at most one group per dispatcher in `sending`. Those rows are the one
+window no design can close: the relay may have taken a message just before the process
+died. The recovery sweep sends them again with the same Message-ID (receivers that see the
+Message-ID twice treat it as one message); rows still `claimed` were never handed over and
+are simply sent.
 """
 
 from __future__ import annotations
