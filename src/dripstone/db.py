@@ -119,7 +119,9 @@ class PublicId:
 
 
 M = TypeVar("M")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 class AccountScope:
@@ -136,7 +138,7 @@ class AccountScope:
     def by_uuid(self, model: type[M], public_id: str) -> M | None:
         """The row with this public id. Text that is not a UUID names nothing and is not
         looked up (ids in paths are free text; PostgreSQL refuses text holding NUL)."""
-        if not _UUID.fullmatch(public_id):
+        if not UUID_TEXT.fullmatch(public_id):
             return None
         stmt = self.select(model).where(model.uuid == public_id.lower())  # type: ignore[attr-defined]
         return self.session.scalars(stmt).one_or_none()

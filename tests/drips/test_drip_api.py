@@ -64,17 +64,6 @@ def when(value: str) -> datetime:
 
 
 @pytest.fixture
-def news(api: Api) -> str:
-    list_id = make_list(api, "News")
-    add_subscribers(
-        api,
-        list_id,
-        [{"email": "alex@example.com", "first_name": "Alex"}, {"email": "blake@example.com"}],
-    )
-    return list_id
-
-
-@pytest.fixture
 def mailing(api: Api) -> str:
     return make_mailing(api, subject="Hello {{ first_name | default('friend') }}")
 

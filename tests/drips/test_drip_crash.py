@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,21 +29,11 @@ from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, node
 from tests.mailings.helpers import parsed
-from tests.processes import Processes, queue_url
+from tests.processes import Processes, queue_url, wait_until
 
 SUBSCRIBERS = 2000
 DELAY_SECONDS = 3
 pytestmark = pytest.mark.slow
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
-    """Poll until `condition` holds: another process is doing the work."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(

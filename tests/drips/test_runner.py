@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import pytest
 from fastapi.testclient import TestClient
 
 from dripstone import clock
@@ -19,7 +18,6 @@ from tests.mailings.helpers import (
     add_subscribers,
     html_of,
     job,
-    make_list,
     make_mailing,
     ok,
     parsed,
@@ -50,17 +48,6 @@ def run_for(
         manual_clock.advance(min(step, end - manual_clock.now()))
     run_tick()
     run_tick()
-
-
-@pytest.fixture
-def news(api: Api) -> str:
-    list_id = make_list(api, "News")
-    add_subscribers(
-        api,
-        list_id,
-        [{"email": "alex@example.com", "first_name": "Alex"}, {"email": "blake@example.com"}],
-    )
-    return list_id
 
 
 def welcome_series(api: Api) -> str:

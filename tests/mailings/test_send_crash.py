@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,20 +27,10 @@ from dripstone.subscribers import schemas, service
 from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.mailings.helpers import HTML, parsed
-from tests.processes import Processes, queue_url
+from tests.processes import Processes, queue_url, wait_until
 
 SUBSCRIBERS = 3000
 pytestmark = pytest.mark.slow
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    """Poll until `condition` holds: another process is doing the work."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def job_state(database: db.Database, jid: str) -> str:

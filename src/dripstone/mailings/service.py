@@ -13,7 +13,13 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
-from dripstone.db import INVALID_REGULAR_EXPRESSION, AccountScope, UTCDateTime, matches_regex
+from dripstone.db import (
+    INVALID_REGULAR_EXPRESSION,
+    UUID_TEXT,
+    AccountScope,
+    UTCDateTime,
+    matches_regex,
+)
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.models import Delivery, Suppression
@@ -382,9 +388,11 @@ def mailing_by_subject(scope: AccountScope, subject: str | None) -> CampaignMail
 
 def cancel_schedule(scope: AccountScope, jid: str) -> CampaignMailingSend:
     """Cancel a scheduled send that has not begun (404 unknown, 422 already begun)."""
-    send: CampaignMailingSend | None = scope.session.scalars(
-        scope.select(CampaignMailingSend).where(CampaignMailingSend.job_id == jid)
-    ).one_or_none()
+    send: CampaignMailingSend | None = None
+    if UUID_TEXT.fullmatch(jid):  # a jid is a UUID; other text names nothing
+        send = scope.session.scalars(
+            scope.select(CampaignMailingSend).where(CampaignMailingSend.job_id == jid.lower())
+        ).one_or_none()
     if send is None:
         raise NotFound(f"no scheduled send has the jid {jid}", field="jid")
     job = scope.session.scalars(scope.select(Job).where(Job.id == send.job_id)).one_or_none()
