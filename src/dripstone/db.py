@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -124,6 +124,21 @@ UUID_TEXT = re.compile(
 )
 
 
+RowLock = Literal["share", "change"]
+
+
+def locked(stmt: Select[Any], lock: RowLock | None) -> Select[Any]:
+    """`stmt` taking row locks until the transaction ends, on PostgreSQL: "share" lets other
+    sharers in and keeps changers out (FOR SHARE); "change" keeps sharers out but not foreign
+    keys pointing at the row (FOR NO KEY UPDATE). SQLite has one writer, so no locks."""
+    if lock is None:
+        return stmt
+    stmt = stmt.execution_options(populate_existing=True)
+    if lock == "share":
+        return stmt.with_for_update(read=True)
+    return stmt.with_for_update(key_share=True)
+
+
 class AccountScope:
     """Every query of account-owned rows goes through here, so no query can miss the account."""
 
@@ -135,17 +150,17 @@ class AccountScope:
         stmt = select(*(columns or (model,)))
         return stmt.where(model.account_id == self.account_id)  # type: ignore[attr-defined]
 
-    def by_uuid(self, model: type[M], public_id: str) -> M | None:
+    def by_uuid(self, model: type[M], public_id: str, lock: RowLock | None = None) -> M | None:
         """The row with this public id. Text that is not a UUID names nothing and is not
         looked up (ids in paths are free text; PostgreSQL refuses text holding NUL)."""
         if not UUID_TEXT.fullmatch(public_id):
             return None
         stmt = self.select(model).where(model.uuid == public_id.lower())  # type: ignore[attr-defined]
-        return self.session.scalars(stmt).one_or_none()
+        return self.session.scalars(locked(stmt, lock)).one_or_none()
 
-    def by_id(self, model: type[M], internal_id: int) -> M | None:
+    def by_id(self, model: type[M], internal_id: int, lock: RowLock | None = None) -> M | None:
         stmt = self.select(model).where(model.id == internal_id)  # type: ignore[attr-defined]
-        return self.session.scalars(stmt).one_or_none()
+        return self.session.scalars(locked(stmt, lock)).one_or_none()
 
 
 def create_engine(url: str) -> Engine:

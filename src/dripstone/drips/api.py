@@ -104,28 +104,28 @@ def update_campaign(
     id: str, body: schemas.CampaignWrite, scope: WriteScope
 ) -> Data[schemas.CampaignResource]:
     """Change the fields sent; a new graph applies to a running campaign at once."""
-    campaign = service.get_campaign(scope, id)
+    campaign = service.get_campaign(scope, id, lock="change")
     return Data(data=_campaign(scope, service.update_campaign(scope, campaign, _fields(body))))
 
 
 @router.delete("/drip_campaigns/{id}")
 def delete_campaign(id: str, scope: WriteScope) -> Empty:
     """Delete a campaign that is not started (pause it first)."""
-    service.delete_campaign(scope, service.get_campaign(scope, id))
+    service.delete_campaign(scope, service.get_campaign(scope, id, lock="change"))
     return Empty()
 
 
 @router.post("/drip_campaigns/{id}/start")
 def start_campaign(id: str, scope: WriteScope) -> Data[schemas.Started]:
     """Start (or resume) the campaign; `jids` are the jobs enrolling the list's members."""
-    jids = service.start(scope, service.get_campaign(scope, id))
+    jids = service.start(scope, service.get_campaign(scope, id, lock="change"))
     return Data(data=schemas.Started(jids=jids))
 
 
 @router.post("/drip_campaigns/{id}/pause")
 def pause_campaign(id: str, scope: WriteScope) -> Data[schemas.Paused]:
     """Pause: nothing is sent and no one advances until it is started again."""
-    campaign = service.get_campaign(scope, id)
+    campaign = service.get_campaign(scope, id, lock="change")
     service.pause(campaign)
     return Data(data=schemas.Paused(drip_campaign_id=campaign.uuid))
 

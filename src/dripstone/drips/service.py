@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NoReturn
 
-from sqlalchemy import and_, exists, func, literal, or_, select, update
+from sqlalchemy import and_, exists, func, literal, or_, select, text, update
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
@@ -29,8 +29,10 @@ from dripstone.db import (
     INVALID_REGULAR_EXPRESSION,
     AccountScope,
     Database,
+    RowLock,
     UTCDateTime,
     insert_ignoring_duplicates,
+    locked,
     matches_regex,
 )
 from dripstone.delivery import service as delivery
@@ -175,8 +177,12 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
         .group_by(DripEnrollment.node_id)
     ).all()
     for node_id, _count in at_nodes:
-        stays = node_id in new.nodes and new.nodes[node_id].kind == old.nodes[node_id].kind
-        target = node_id if stays else relocate(old, new, node_id)
+        if node_id not in old.nodes:  # left over from an earlier edit: nowhere to go
+            target = None
+        elif node_id in new.nodes and new.nodes[node_id].kind == old.nodes[node_id].kind:
+            target = node_id
+        else:
+            target = relocate(old, new, node_id)
         where = and_(
             DripEnrollment.drip_campaign_id == campaign.id,
             DripEnrollment.state == ACTIVE,
@@ -203,8 +209,13 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
             )
 
 
-def get_campaign(scope: AccountScope, campaign_id: str) -> DripCampaign:
-    found = scope.by_uuid(DripCampaign, campaign_id)
+def get_campaign(
+    scope: AccountScope, campaign_id: str, lock: RowLock | None = None
+) -> DripCampaign:
+    """The campaign; `lock="change"` holds it until the transaction ends, so that edits,
+    starts and pauses take turns with each other, and the runner and the enrollment jobs
+    (which hold it shared) never place anyone by a graph that is being replaced."""
+    found = scope.by_uuid(DripCampaign, campaign_id, lock)
     if found is None or found.deleted_at is not None:
         raise NotFound(f"drip campaign {campaign_id} not found", field="id")
     return found
@@ -311,10 +322,21 @@ def start(scope: AccountScope, campaign: DripCampaign) -> list[str]:
     if not first_start:
         return []
     campaign.started_at = clock.now()
-    campaign.enroll_events_after = scope.session.scalar(select(func.max(SubscriptionEvent.id))) or 0
-    if campaign.start_trigger not in (EXISTING, BOTH):
-        return []
-    return [job.id for job in _enrollment_jobs(scope, campaign, graph)]
+    jobs = []
+    if campaign.start_trigger in (EXISTING, BOTH):
+        jobs = _enrollment_jobs(scope, campaign, graph)
+    campaign.enroll_events_after = _last_join(scope.session)
+    return [job.id for job in jobs]
+
+
+def _last_join(session: Session) -> int:
+    """The id of the last subscription event so far: later ones are joins after the start.
+    On PostgreSQL ids are taken before their transactions commit, so first wait for joins
+    in flight to commit, and hold new ones back until this start commits (SQLite has one
+    writer, and no join is in flight)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE subscription_events IN SHARE MODE"))
+    return session.scalar(select(func.max(SubscriptionEvent.id))) or 0
 
 
 def pause(campaign: DripCampaign) -> None:
@@ -362,7 +384,7 @@ def _enrollment_jobs(scope: AccountScope, campaign: DripCampaign, graph: Graph) 
 def _enroll_batch(session: Session, job: Job, _batch_size: int) -> StepResult:
     """Enroll the list's members with ids in the next slice of the job's range (one INSERT)."""
     scope = AccountScope(session, job.account_id)
-    campaign = scope.by_id(DripCampaign, job.payload["campaign_id"])
+    campaign = scope.by_id(DripCampaign, job.payload["campaign_id"], lock="share")
     end_id = int(job.payload["to_id"])
     if campaign is None or campaign.deleted_at is not None:
         return StepResult(0, 0, job.cursor, finished=False, failed_with="campaign deleted")
@@ -470,11 +492,14 @@ def enroll_new_members(database: Database, limit: int = 1000) -> int:
             return 0
         list_ids = {e.subscription_list_id for e in events}
         campaigns = session.scalars(
-            select(DripCampaign).where(
-                DripCampaign.subscription_list_id.in_(list_ids),
-                DripCampaign.state.in_((STARTED, PAUSED)),
-                DripCampaign.start_trigger.in_((SUBSCRIPTION, BOTH)),
-                DripCampaign.deleted_at.is_(None),
+            locked(
+                select(DripCampaign).where(
+                    DripCampaign.subscription_list_id.in_(list_ids),
+                    DripCampaign.state.in_((STARTED, PAUSED)),
+                    DripCampaign.start_trigger.in_((SUBSCRIPTION, BOTH)),
+                    DripCampaign.deleted_at.is_(None),
+                ),
+                "share",
             )
         ).all()
         for campaign in campaigns:
@@ -571,14 +596,21 @@ def _advance_batch(session: Session, batch_size: int) -> int:
     if not enrollments:
         return 0
     now = clock.now()
+    # Held shared, so no edit replaces a graph this batch steps by. A campaign being edited
+    # is skipped rather than waited for (the edit waits for this batch's enrollments: that
+    # would deadlock); its enrollments are simply due again.
     campaigns = {
         c.id: c
         for c in session.scalars(
-            select(DripCampaign).where(
-                DripCampaign.id.in_({e.drip_campaign_id for e in enrollments})
+            select(DripCampaign)
+            .where(
+                DripCampaign.id.in_({e.drip_campaign_id for e in enrollments}),
+                DripCampaign.state == STARTED,  # not paused since the enrollments were read
             )
+            .with_for_update(read=True, skip_locked=True)
         )
     }
+    enrollments = [e for e in enrollments if e.drip_campaign_id in campaigns]
     graphs = {cid: _graph(c) for cid, c in campaigns.items()}
     # The list an unsubscribe from a campaign's email leaves (None: All contacts, all mail).
     leaves = {

@@ -1,0 +1,198 @@
+"""Edits, starts and the runner side by side on PostgreSQL. The campaign row is the lock: an
+edit, start or pause holds it for change, the runner and the enrollment paths hold it shared,
+so nobody is placed by a graph that is being replaced. (SQLite has one writer: they take
+turns at BEGIN IMMEDIATE, and there is no race to lose.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select, text
+
+from dripstone import clock, db
+from dripstone.db import AccountScope
+from dripstone.drips import service as drips
+from dripstone.drips.models import DripCampaign, DripEnrollment
+from dripstone.subscribers import service as subscribers
+from dripstone.subscribers.models import Subscriber
+from dripstone.subscribers.schemas import SubscriberCreateFields
+from tests.conftest import Api
+from tests.drips.helpers import chain, create, node, start
+from tests.mailings.helpers import make_mailing
+from tests.processes import wait_until
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def postgresql(database: db.Database) -> db.Database:
+    if database.is_sqlite:
+        pytest.skip("SQLite serialises writers at BEGIN IMMEDIATE: no race to lose")
+    return database
+
+
+@pytest.fixture
+def other_thread() -> Iterator[Callable[[Callable[[], T]], Future[T]]]:
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit
+
+
+def blocked_on_a_lock(database: db.Database) -> bool:
+    """Whether some other connection of this database waits for a lock right now."""
+    with database.engine.connect() as connection:
+        waiting = connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
+
+
+def put_graph(database: db.Database, campaign_uuid: str, nodes: str) -> None:
+    """What `PUT /drip_campaigns/{id}` does with a new graph, in its own transaction."""
+    with database.transaction() as session:
+        account_id = session.scalar(
+            select(DripCampaign.account_id).where(DripCampaign.uuid == campaign_uuid)
+        )
+        assert account_id is not None
+        scope = AccountScope(session, account_id)
+        campaign = drips.get_campaign(scope, campaign_uuid, lock="change")
+        drips.update_campaign(scope, campaign, drips.CampaignFields(None, None, None, nodes=nodes))
+
+
+def positions(database: db.Database) -> list[tuple[str, str]]:
+    with database.read_sessions() as session:
+        rows = session.execute(
+            select(DripEnrollment.state, DripEnrollment.node_id).order_by(DripEnrollment.id)
+        ).all()
+    return [(state, node_id) for state, node_id in rows]
+
+
+def two_step_campaign(api: Api, news: str) -> tuple[str, str, str]:
+    """Trigger, a one-minute delay, the first email, a week, the second email; started, with
+    Alex and Blake waiting at the minute. Returns the campaign and the two mailings."""
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("minute", "delay", amount=1, unit="minutes"),
+            node("a", "email", campaign_mailing_id=first),
+            node("week", "delay", amount=1, unit="weeks"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    start(api, campaign)
+    return campaign, first, second
+
+
+def week_becomes_a_day(first: str, second: str) -> str:
+    return chain(
+        node("t", "trigger"),
+        node("minute", "delay", amount=1, unit="minutes"),
+        node("a", "email", campaign_mailing_id=first),
+        node("day", "delay", amount=1, unit="days"),
+        node("b", "email", campaign_mailing_id=second),
+    )
+
+
+def test_an_edit_waits_for_a_runner_batch_and_then_moves_who_it_moved(
+    api: Api,
+    news: str,
+    postgresql: db.Database,
+    manual_clock: clock.ManualClock,
+    other_thread: Callable[[Callable[[], Any]], Future[Any]],
+) -> None:
+    campaign, first, second = two_step_campaign(api, news)
+    assert positions(postgresql) == [("active", "minute"), ("active", "minute")]
+    manual_clock.advance(timedelta(minutes=2))
+
+    with postgresql.transaction() as runner:
+        # The batch steps both past the first email onto the week, by the graph it read...
+        assert drips._advance_batch(runner, 500) == 2
+        # ...while an edit that replaces the week arrives before the batch commits.
+        edit = other_thread(
+            lambda: put_graph(postgresql, campaign, week_becomes_a_day(first, second))
+        )
+        wait_until(lambda: blocked_on_a_lock(postgresql), "the edit waiting for the batch", 30)
+        assert not edit.done()
+    edit.result(timeout=30)
+
+    assert positions(postgresql) == [("active", "day"), ("active", "day")]
+
+
+def test_the_runner_skips_a_campaign_being_edited_and_steps_it_by_the_new_graph(
+    api: Api,
+    news: str,
+    postgresql: db.Database,
+    manual_clock: clock.ManualClock,
+    other_thread: Callable[[Callable[[], Any]], Future[Any]],
+) -> None:
+    campaign, first, second = two_step_campaign(api, news)
+    manual_clock.advance(timedelta(minutes=2))
+
+    with postgresql.transaction() as session:
+        scope = AccountScope(session, session.scalars(select(DripCampaign)).one().account_id)
+        edited = drips.get_campaign(scope, campaign, lock="change")
+        runner = other_thread(lambda: drips.advance_due(postgresql))
+        # It neither waits for the edit nor steps anyone by the graph being replaced.
+        assert runner.result(timeout=30) == 0
+        drips.update_campaign(
+            scope, edited, drips.CampaignFields(None, None, None, week_becomes_a_day(first, second))
+        )
+
+    assert drips.advance_due(postgresql) == 2
+    assert positions(postgresql) == [("active", "day"), ("active", "day")]
+
+
+def test_a_join_during_a_start_enrolls_the_joiner(
+    api: Api,
+    news: str,
+    postgresql: db.Database,
+    other_thread: Callable[[Callable[[], Any]], Future[Any]],
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api,
+        news,
+        chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello)),
+        trigger="subscription",
+    )
+    drips.enroll_new_members(postgresql)  # Alex and Blake joined before: not for this campaign
+
+    with postgresql.transaction() as session:
+        scope = AccountScope(session, session.scalars(select(DripCampaign)).one().account_id)
+        assert drips.start(scope, drips.get_campaign(scope, campaign, lock="change")) == []
+        # Dana joins while the start is committing: the join waits for it...
+        joined = other_thread(lambda: join(postgresql, news, "dana@example.com"))
+        wait_until(
+            lambda: joined.done() or blocked_on_a_lock(postgresql), "the join, or its wait", 30
+        )
+        # ...so a consumer of joins running now cannot take her join for one before the start.
+        drips.enroll_new_members(postgresql)
+    joined.result(timeout=30)
+    drips.enroll_new_members(postgresql)
+
+    with postgresql.read_sessions() as session:
+        enrolled = session.scalars(
+            select(Subscriber.email).join(
+                DripEnrollment, DripEnrollment.subscriber_id == Subscriber.id
+            )
+        ).all()
+    assert enrolled == ["dana@example.com"]
+
+
+def join(database: db.Database, list_id: str, email: str) -> None:
+    """A subscriber created on the list, as `POST /subscribers` with a list does."""
+    with database.transaction() as session:
+        account_id = session.scalar(select(DripCampaign.account_id))
+        assert account_id is not None
+        subscribers.create_subscriber(
+            AccountScope(session, account_id), SubscriberCreateFields(email=email), list_id
+        )
