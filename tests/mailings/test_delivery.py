@@ -306,6 +306,78 @@ def test_an_smtp_server_that_is_down_keeps_the_job_retrying_and_the_api_up(
     assert job(api, started["jid"])["state"] == "succeeded"
 
 
+def test_while_the_smtp_server_stays_down_the_batch_backs_off_behind_one_message(
+    api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    smtp_server.stop()
+    started = send(api, make_mailing(api), news)
+    settle(run_tick, manual_clock)
+    manual_clock.advance(timedelta(seconds=61))
+    settle(run_tick, manual_clock)
+    rows = deliveries(database)
+    assert [d.attempts for d in rows] == [2, 0, 0]
+    # All three wait for the second retry, twice as long as the first.
+    assert {d.next_attempt_at for d in rows} == {rows[0].next_attempt_at}
+    assert rows[0].next_attempt_at - manual_clock.now() > timedelta(seconds=100)
+
+    for _ in range(40):
+        settle(run_tick, manual_clock, rounds=1)
+        manual_clock.advance(timedelta(hours=2))
+    rows = deliveries(database)
+    # Past three days all are soft bounces, the two never tried among them.
+    assert [(d.status, d.attempts) for d in rows] == [
+        ("soft_bounced", 12),
+        ("soft_bounced", 0),
+        ("soft_bounced", 0),
+    ]
+    assert all("ConnectionRefusedError" in (d.smtp_reply or "") for d in rows)
+    assert job(api, started["jid"])["state"] == "succeeded"
+    assert smtp_server.messages == []
+
+
+def test_test_emails_and_previews_never_reach_an_address_that_opted_out(
+    api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    mailing = make_mailing(api)
+    add_subscribers(api, None, [{"email": "boss@example.org"}])
+    # Queued while Casey may still be mailed; Casey and the boss opt out before they go.
+    response = api.get(
+        f"/campaign_mailings/{mailing}/send_test_email", params={"to_email": "casey@example.com"}
+    )
+    assert response.status_code == 204
+    for address in ("casey@example.com", "boss@example.org"):
+        ok(
+            api.post(
+                "/subscriptions/unsubscribe", {"subscriber_ids": [subscriber_id(api, address)]}
+            )
+        )
+    send(api, mailing, news, recipient_emails=["boss@example.org", "owner@example.org"])
+    settle(run_tick, manual_clock)
+
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "alex@example.com",
+        "blake@example.com",
+        "owner@example.org",
+    ]
+    skipped = sorted(
+        (d.kind, d.email, d.smtp_reply) for d in deliveries(database) if d.status == "skipped"
+    )
+    assert skipped == [
+        ("preview", "boss@example.org", "the address opted out of all mail"),
+        ("test", "casey@example.com", "the address opted out of all mail"),
+    ]
+
+
 def test_preview_copies_go_untracked_to_the_extra_recipients(
     api: Api,
     news: str,

@@ -388,7 +388,7 @@ def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[
                 with _writing(database) as connection:
                     _record(connection, active.policy, token, replies)
                     later = [d.id for d in remaining[start + size :]]
-                    _release(connection, active.policy, token, later, outcome, unsent)
+                    _release(connection, active.policy, token, delivery, outcome, later, unsent)
                 return handed_over
     if replies:
         with _writing(database) as connection:
@@ -528,26 +528,41 @@ def _release(
     connection: Connection,
     policy: DeliveryPolicy,
     token: str,
-    ids: Sequence[int],
+    probe: _Due,
     outcome: Outcome,
+    ids: Sequence[int],
     handed_over_unsent: Sequence[int] = (),
 ) -> None:
-    """Put claimed rows (and rows marked sending but never sent) back for a later retry."""
+    """Put claimed rows (and rows marked sending but never sent) back to wait with `probe`,
+    the message that found the relay unreachable: they retry when it does, so the backoff
+    doubles for all of them, and those older than the retry horizon become soft bounces
+    although they were never tried themselves."""
+    now = clock.now()
+    retry_at = now + policy.retry_delay(probe.attempts + 1)
+    too_old = Delivery.created_at < retry_at - timedelta(seconds=policy.retry_horizon_seconds)
     for status, chosen in ((CLAIMED, ids), (SENDING, handed_over_unsent)):
         if not chosen:
             continue
+        held = and_(
+            Delivery.id.in_(chosen), Delivery.claim_token == token, Delivery.status == status
+        )
+        reply = {"smtp_code": outcome.code, "smtp_reply": outcome.reply[:2000]}
         connection.execute(
             update(Delivery)
-            .where(
-                Delivery.id.in_(chosen), Delivery.claim_token == token, Delivery.status == status
+            .where(held, too_old)
+            .values(
+                status=SOFT_BOUNCED, finished_at=now, claim_token=None, claimed_until=None, **reply
             )
+        )
+        connection.execute(
+            update(Delivery)
+            .where(held)
             .values(
                 status=PENDING,
-                next_attempt_at=clock.now() + timedelta(seconds=policy.retry_base_seconds),
-                smtp_code=outcome.code,
-                smtp_reply=outcome.reply[:2000],
+                next_attempt_at=retry_at,
                 claim_token=None,
                 claimed_until=None,
+                **reply,
             )
         )
 
@@ -618,6 +633,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     custom = _custom_fields(connection, subscriber_ids)
     left = _unsubscribed_pairs(connection, rows)
     suppressed = _suppressed(connection, rows)
+    opted_out = _opted_out_addresses(connection, rows)
     contents = _contents(connection, rows)
     due = []
     for r in rows:
@@ -642,17 +658,22 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             content=content,
             recipient=recipient,
         )
-        item.skip_reason = _skip_reason(r, left, suppressed)
+        item.skip_reason = _skip_reason(r, left, suppressed, opted_out)
         due.append(item)
     return due
 
 
 def _skip_reason(
-    row: Any, left: set[tuple[int, int]], suppressed: set[tuple[int, str]]
+    row: Any,
+    left: set[tuple[int, int]],
+    suppressed: set[tuple[int, str]],
+    opted_out: set[tuple[int, str]],
 ) -> str | None:
     if (row.account_id, row.email) in suppressed:
         return "suppressed: the address bounced before"
     if row.kind not in TO_MEMBERS:
+        if (row.account_id, row.email) in opted_out:
+            return "the address opted out of all mail"
         return None
     if row.subscriber_id is None or row.subscriber_email is None:
         return "the subscriber was deleted"
@@ -699,6 +720,22 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
     )
     on_list = {(subscriber_id, list_id) for subscriber_id, list_id in members}
     return {pair for pair in pairs if pair not in on_list}
+
+
+def _opted_out_addresses(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
+    """(account, address) among the test and preview rows whose subscriber opted out: those
+    rows name an address, not a subscriber, and may have been queued before the opt-out."""
+    emails = {r.email for r in rows if r.kind not in TO_MEMBERS}
+    if not emails:
+        return set()
+    found = connection.execute(
+        select(Subscriber.account_id, Subscriber.email).where(
+            Subscriber.account_id.in_({r.account_id for r in rows}),
+            Subscriber.email.in_(emails),
+            Subscriber.opted_out_on.is_not(None),
+        )
+    )
+    return {(account_id, email) for account_id, email in found if email is not None}
 
 
 def _suppressed(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
