@@ -9,8 +9,10 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from dripstone import clock
+from dripstone import clock, db
+from dripstone.delivery.models import Delivery
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, edge, graph, node, report, start
@@ -166,6 +168,55 @@ def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(
         "alex@example.com": ["First", "Second"],
         "blake@example.com": ["First", "Second"],
     }
+
+
+def test_an_email_step_taken_just_before_a_pause_waits_for_the_resume(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api, news, chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello))
+    )
+    start(api, campaign)
+    run_tick()  # the step is taken: its message is queued, not yet sent
+    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    run_for(run_tick, manual_clock, timedelta(hours=1))
+    assert smtp_server.messages == []
+
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(seconds=10), step=timedelta(seconds=1))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Hello"],
+        "blake@example.com": ["Hello"],
+    }
+
+
+def test_deleting_a_paused_campaign_drops_the_emails_it_held(
+    api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api, news, chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello))
+    )
+    start(api, campaign)
+    run_tick()
+    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    run_tick()
+    assert api.delete(f"/drip_campaigns/{campaign}").status_code == 200
+    run_for(run_tick, manual_clock, timedelta(hours=1))
+    assert smtp_server.messages == []
+    with database.read_sessions() as session:
+        outcomes = session.execute(select(Delivery.status, Delivery.smtp_reply)).all()
+    assert [tuple(row) for row in outcomes] == [("skipped", "the drip campaign was deleted")] * 2
 
 
 def test_new_members_are_enrolled_by_the_subscription_trigger_even_while_paused(

@@ -17,6 +17,7 @@ class Delivery(AccountOwned, Base):
     a dispatcher, not yet attempted), sending (handed to the transport; the reply is not
     recorded yet), then one of delivered, soft_bounced, hard_bounced, skipped (not sent:
     the address opted out, unsubscribed, was suppressed or deleted; the reason in smtp_reply).
+    A drip message due while its campaign is paused is held until the campaign starts again.
     """
 
     __tablename__ = "deliveries"

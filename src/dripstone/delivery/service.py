@@ -5,7 +5,8 @@ A delivery is `pending` (due at `next_attempt_at`; with attempts > 0 it was defe
 over; the reply is not recorded yet), then final: `delivered`, `soft_bounced` (4xx until the
 retry horizon), `hard_bounced` (5xx; the address is suppressed for the account), `skipped`
 (never sent: opted out, unsubscribed, suppressed or deleted by the time it was due) or
-`failed` (its content could not be rendered for this recipient).
+`failed` (its content could not be rendered for this recipient). A drip message that falls
+due while its campaign is paused is `held` until the campaign starts again.
 
 Exactly once. Every state change is conditional on the dispatcher's claim token, so two
 dispatchers never both send a row. One transaction records the replies of a group of
@@ -33,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam, exists, func, not_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.config import Settings
@@ -49,6 +51,7 @@ from dripstone.delivery.transports import (
     TransportOptions,
     open_transport,
 )
+from dripstone.drips.models import DripCampaign, DripEnrollment
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import (
     CustomFieldType,
@@ -61,7 +64,7 @@ log = logging.getLogger(__name__)
 
 PENDING, CLAIMED, SENDING = "pending", "claimed", "sending"
 DELIVERED, SOFT_BOUNCED, HARD_BOUNCED = "delivered", "soft_bounced", "hard_bounced"
-SKIPPED, FAILED = "skipped", "failed"
+SKIPPED, FAILED, HELD = "skipped", "failed", "held"
 FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
 BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
 
@@ -255,6 +258,7 @@ class _Due:
     content: Content | None
     recipient: Recipient
     skip_reason: str | None = None
+    held: bool = False
 
 
 def has_due_deliveries(database: Database) -> bool:
@@ -355,10 +359,13 @@ def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[
     with database.reader.connect() as connection:
         due = _load(connection, ids)
     skipped = [d for d in due if d.skip_reason is not None]
-    if skipped:
+    held = [d.id for d in due if d.held]
+    if skipped or held:
         with _writing(database) as connection:
-            _finish_unsent(connection, token, skipped)
-    remaining = [d for d in due if d.skip_reason is None]
+            if skipped:
+                _finish_unsent(connection, token, skipped)
+            _hold(connection, token, held)
+    remaining = [d for d in due if d.skip_reason is None and not d.held]
     size = active.policy.record_every
     handed_over = 0
     replies: list[tuple[_Due, Outcome]] = []
@@ -524,6 +531,27 @@ def _finish_unsent(
     )
 
 
+def _hold(connection: Connection, token: str, ids: Sequence[int]) -> None:
+    """Keep claimed drip messages of paused campaigns until `release_held` lets them go."""
+    if ids:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.claim_token == token, Delivery.status == CLAIMED)
+            .values(status=HELD, claim_token=None, claimed_until=None)
+        )
+
+
+def release_held(session: Session, enrollments: Any, reason: str | None = None) -> None:
+    """Let the held messages of `enrollments` (a select of enrollment ids) go now; or, with a
+    `reason`, finish them unsent (their campaign was deleted)."""
+    held = and_(Delivery.status == HELD, Delivery.drip_enrollment_id.in_(enrollments))
+    if reason is None:
+        values: dict[str, Any] = {"status": PENDING, "next_attempt_at": clock.now()}
+    else:
+        values = {"status": SKIPPED, "smtp_reply": reason, "finished_at": clock.now()}
+    session.execute(update(Delivery).where(held).values(**values))
+
+
 def _release(
     connection: Connection,
     policy: DeliveryPolicy,
@@ -624,8 +652,12 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Subscriber.last_name,
             Subscriber.phone_number,
             Subscriber.opted_out_on,
+            DripCampaign.state.label("drip_state"),
+            DripCampaign.deleted_at.label("drip_deleted_at"),
         )
         .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(DripEnrollment, DripEnrollment.id == Delivery.drip_enrollment_id)
+        .outerjoin(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.id)
     ).all()
@@ -659,6 +691,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             recipient=recipient,
         )
         item.skip_reason = _skip_reason(r, left, suppressed, opted_out)
+        item.held = item.skip_reason is None and r.drip_state == "paused"
         due.append(item)
     return due
 
@@ -681,6 +714,8 @@ def _skip_reason(
         return "the subscriber opted out of all mail"
     if (row.subscriber_id, row.subscription_list_id) in left:
         return "the subscriber left the list"
+    if row.drip_deleted_at is not None:
+        return "the drip campaign was deleted"
     return None
 
 

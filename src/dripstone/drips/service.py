@@ -258,6 +258,13 @@ def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
     if campaign.state == STARTED:
         raise Invalid("the campaign is started: pause it before deleting it", field="state")
     campaign.deleted_at = clock.now()
+    delivery.release_held(
+        scope.session, _enrollment_ids(campaign), reason="the drip campaign was deleted"
+    )
+
+
+def _enrollment_ids(campaign: DripCampaign) -> Any:
+    return select(DripEnrollment.id).where(DripEnrollment.drip_campaign_id == campaign.id)
 
 
 def _still_in() -> Any:
@@ -320,6 +327,7 @@ def start(scope: AccountScope, campaign: DripCampaign) -> list[str]:
     campaign.state = STARTED
     campaign.updated_at = clock.now()
     if not first_start:
+        delivery.release_held(scope.session, _enrollment_ids(campaign))
         return []
     campaign.started_at = clock.now()
     jobs = []
