@@ -804,6 +804,22 @@ def test_pause_and_resume(api: Api, news: str, mailing: str) -> None:
     assert len(report(api, campaign)["enrollments"]) == 2
 
 
+def test_the_list_of_a_campaign_cannot_be_deleted_until_the_campaign_is(
+    api: Api, news: str, mailing: str
+) -> None:
+    campaign = create(api, news, simple(mailing), name="Welcome")
+    start(api, campaign)
+    response = api.delete(f"/subscription_lists/{news}")
+    assert_error(response, 422, code="invalid", field="id")
+    assert "Welcome" in response.json()["error"]
+    assert attributes(api, campaign)["subscriber_count"] == 2
+    assert len(report(api, campaign)["enrollments"]) == 2
+
+    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    ok(api.delete(f"/drip_campaigns/{campaign}"))
+    assert ok(api.delete(f"/subscription_lists/{news}")) == {}
+
+
 def test_delete_refuses_a_started_campaign(api: Api, news: str, mailing: str) -> None:
     campaign = create(api, news, simple(mailing))
     start(api, campaign)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.drips.models import DripCampaign
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
@@ -177,6 +178,18 @@ def delete_list(scope: AccountScope, list_id: str) -> None:
     lst = get_list(scope, list_id)
     if lst.is_default:
         raise Invalid("the default list (All contacts) cannot be deleted", field="id")
+    campaign = scope.session.scalars(
+        scope.select(DripCampaign).where(
+            DripCampaign.subscription_list_id == lst.id, DripCampaign.deleted_at.is_(None)
+        )
+    ).first()
+    if campaign is not None:
+        # Deleting the list would delete the campaign and its enrollments with it.
+        raise Invalid(
+            f"the drip campaign {campaign.name!r} ({campaign.uuid}) runs on this list: "
+            "delete the campaign first",
+            field="id",
+        )
     scope.session.delete(lst)
     scope.session.flush()
 
