@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -23,7 +24,9 @@ from tests.mailings.helpers import (
     make_mailing,
     ok,
     parsed,
+    subscriber_id,
 )
+from tests.subscribers.helpers import internal_id
 
 Tick = Callable[[], None]
 
@@ -251,12 +254,82 @@ def test_new_members_are_enrolled_by_the_subscription_trigger_even_while_paused(
     assert len(smtp_server.messages) == 1
 
 
+def join_by_create(api: Api, database: db.Database, news: str) -> str:
+    ok(
+        api.post(
+            "/subscribers",
+            {"subscriber": {"email": "dana@example.com"}, "subscription_list_id": news},
+        )
+    )
+    return "dana@example.com"
+
+
+def join_by_subscription(api: Api, database: db.Database, news: str) -> str:
+    dana = ok(api.post("/subscribers", {"subscriber": {"email": "dana@example.com"}}))["data"]
+    record = {"subscription_list_id": news, "subscriber_id": internal_id(database, dana["id"])}
+    ok(api.post("/subscriptions", {"subscription": record}))
+    return "dana@example.com"
+
+
+def join_by_subscribe(api: Api, database: db.Database, news: str) -> str:
+    dana = ok(api.post("/subscribers", {"subscriber": {"email": "dana@example.com"}}))["data"]
+    body = {"subscriber_ids": [dana["id"]], "subscription_list_ids": [news]}
+    ok(api.post("/subscriptions/subscribe", body))
+    return "dana@example.com"
+
+
+def join_again(api: Api, database: db.Database, news: str) -> str:
+    """Alex, a member since before the start, leaves the list and subscribes again."""
+    body = {
+        "subscriber_ids": [subscriber_id(api, "alex@example.com")],
+        "subscription_list_ids": [news],
+    }
+    ok(api.post("/subscriptions/unsubscribe", body))
+    ok(api.post("/subscriptions/subscribe", body))
+    return "alex@example.com"
+
+
+@pytest.mark.parametrize(
+    "join", [join_by_create, join_by_subscription, join_by_subscribe, join_again]
+)
+def test_every_way_of_joining_the_list_enrolls_by_the_subscription_trigger(
+    api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    join: Callable[[Api, db.Database, str], str],
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api,
+        news,
+        chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello)),
+        "subscription",
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    joiner = join(api, database, news)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert subjects_by_recipient(smtp_server) == {joiner: ["Hello"]}
+
+
+@pytest.mark.parametrize(
+    ("from_the_list", "reason"),
+    [
+        (True, "the subscriber left the campaign's list"),
+        (False, "the subscriber opted out of all mail"),
+    ],
+)
 def test_unsubscribing_mid_sequence_leaves_the_campaign(
     api: Api,
     news: str,
     smtp_server: SmtpTestServer,
     run_tick: Tick,
     manual_clock: clock.ManualClock,
+    from_the_list: bool,
+    reason: str,
 ) -> None:
     first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
     campaign = create(
@@ -276,12 +349,8 @@ def test_unsubscribing_mid_sequence_leaves_the_campaign(
         for s in ok(api.get("/subscribers"))["data"]
         if s["attributes"]["email"] == "alex@example.com"
     )
-    ok(
-        api.post(
-            "/subscriptions/unsubscribe",
-            {"subscriber_ids": [alex], "subscription_list_ids": [news]},
-        )
-    )
+    lists = {"subscription_list_ids": [news]} if from_the_list else {}
+    ok(api.post("/subscriptions/unsubscribe", {"subscriber_ids": [alex], **lists}))
     assert ok(api.get(f"/drip_campaigns/{campaign}"))["data"]["attributes"]["subscriber_count"] == 1
 
     run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
@@ -293,7 +362,7 @@ def test_unsubscribing_mid_sequence_leaves_the_campaign(
         e["email"]: (e["state"], e["exit_reason"]) for e in report(api, campaign)["enrollments"]
     }
     assert states == {
-        "alex@example.com": ("exited", "the subscriber left the campaign's list"),
+        "alex@example.com": ("exited", reason),
         "blake@example.com": ("completed", None),
     }
 
