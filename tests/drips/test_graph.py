@@ -859,13 +859,14 @@ def test_relocate_exits_when_the_ancestor_now_ends_the_path() -> None:
     assert relocate(old, new, "d1") is None
 
 
-def test_relocate_exits_when_no_ancestor_survives() -> None:
+def test_relocate_takes_a_renamed_trigger_for_the_same_entry() -> None:
     old = parse(
         [node("t", "trigger"), delay("d1"), email("e1")], [edge("t", "d1"), edge("d1", "e1")]
     )
     new = parse([node("start", "trigger"), email("e9")], [edge("start", "e9")])
 
-    assert relocate(old, new, "d1") is None
+    assert relocate(old, new, "t") == "start"  # still waiting to begin (a paused campaign)
+    assert relocate(old, new, "d1") == "e9"  # the trigger's next step now
 
 
 def test_relocate_uses_the_first_parent_by_edge_order() -> None:

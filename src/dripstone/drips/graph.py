@@ -343,12 +343,15 @@ def relocate(old: Graph, new: Graph, node_id: str) -> str | None:
     walk back through `old` from `node_id` (through each node's first in edge, in edge
     order) to the nearest ancestor that is still in `new`, and follow that ancestor's out
     edge in `new` on the handle the walked path left it by: its target is the node that
-    replaced the old one. If no ancestor survives, or it has no such edge in `new`, the
-    answer is None: the enrollment exits. The target may be a node the enrollment already
-    passed; only the caller, who knows the history, can tell.
+    replaced the old one. The trigger is the same entry whatever its id, so some ancestor
+    always survives; if it has no such edge in `new` (it now ends the path), the answer is
+    None: the enrollment exits. The target may be a node the enrollment already passed;
+    only the caller, who knows the history, can tell.
     """
     if node_id not in old.nodes:
         raise KeyError(node_id)
+    if node_id == old.trigger_id:
+        return new.trigger_id
     if node_id in new.nodes and new.nodes[node_id].kind == old.nodes[node_id].kind:
         return node_id
     current = node_id
@@ -357,9 +360,10 @@ def relocate(old: Graph, new: Graph, node_id: str) -> str | None:
         if not parents:
             return None
         edge = parents[0]
-        if edge.source in new.nodes:
-            target = new.next(edge.source, edge.handle)
-            return None if target == edge.source else target
+        source = new.trigger_id if edge.source == old.trigger_id else edge.source
+        if source in new.nodes:
+            target = new.next(source, edge.handle)
+            return None if target == source else target
         current = edge.source
     return None
 
