@@ -451,6 +451,24 @@ GRAPH_PROBLEMS: dict[str, GraphCase] = {
         "add",
         f"no subscription list {UNKNOWN_ID}",
     ),
+    "a sender name that would break its header": (
+        lambda m, lst: chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=m, from_name="Shop\r\nBcc: all@example.net"),
+        ),
+        None,
+        "a",
+        "from_name: must not contain line breaks",
+    ),
+    "a sender address that is not one": (
+        lambda m, lst: chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=m, from_email="shop at example.com"),
+        ),
+        None,
+        "a",
+        "from_email: not a valid email address",
+    ),
 }
 
 

@@ -430,6 +430,11 @@ REFUSED_CREATES = [
         _exactly("subject: is required", "html_part: a mailing needs an html_part or a text_part"),
         id="every-problem-at-once",
     ),
+    pytest.param(
+        {"campaign_mailing": {"subject": "S", "html_part": SIMPLE_HTML, "from_name": "A\nBcc: b"}},
+        _exactly("campaign_mailing.from_name: must not contain line breaks or control characters"),
+        id="from-name-with-a-line-break",
+    ),
     pytest.param({}, _exactly("campaign_mailing: Field required"), id="no-wrapper"),
     pytest.param(
         {"subject": "Unwrapped", "html_part": SIMPLE_HTML},
@@ -1146,6 +1151,37 @@ def test_a_send_refuses_unknown_references(
     else:
         body["campaign_mailing_send"].update(change)
     assert_error(api.post("/campaign_mailing_sends", body), 422, code="invalid", field=field)
+    assert sends(api) == []
+    run_tick()
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        pytest.param({"subject": "Hi {{ first_name"}, "invalid", "subject", id="no-render"),
+        pytest.param(
+            {"from_name": "Shop\r\nBcc: all@example.net"},
+            "validation_failed",
+            "campaign_mailing_send.from_name",
+            id="from-name-breaks-header",
+        ),
+    ],
+)
+def test_a_send_refuses_what_cannot_be_sent_before_anything_leaves(
+    api: Api,
+    run_tick: Tick,
+    smtp_server: SmtpTestServer,
+    change: dict[str, Any],
+    code: str,
+    field: str,
+) -> None:
+    mailing_id = make_mailing(api, "Refused")
+    list_id = make_list(api, "Readers")
+    add_subscribers(api, list_id, [{"email": "ann@example.com"}])
+    body = _send_body(mailing_id, subscription_list_id=list_id)
+    body["campaign_mailing_send"].update(change)
+    assert_error(api.post("/campaign_mailing_sends", body), 422, code=code, field=field)
     assert sends(api) == []
     run_tick()
     assert smtp_server.messages == []

@@ -48,6 +48,7 @@ Public interface:
     new_message_id(domain) -> str                      `<unique@domain>`
     DkimKey(selector, domain, private_key, algorithm="rsa-sha256")
     UnsafeHeaderError(header, reason)                  a ValueError
+    fits_in_a_header(value) -> bool                    no line break or control character
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ class DkimKey:
                 raise UnsafeHeaderError("DKIM-Signature", f"{value!r} is not a DKIM {name}")
 
 
+def fits_in_a_header(value: str) -> bool:
+    """Whether `value` has no line break or control character, so it stays in its header."""
+    return _UNSAFE.search(value) is None
+
+
 def _checked(header: str, value: str) -> str:
-    if _UNSAFE.search(value):
+    if not fits_in_a_header(value):
         raise UnsafeHeaderError(header, "contains a line break or control character")
     return value
 

@@ -36,6 +36,7 @@ from dripstone.db import (
     matches_regex,
 )
 from dripstone.delivery import service as delivery
+from dripstone.delivery.mime import fits_in_a_header
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
@@ -54,6 +55,7 @@ from dripstone.subscribers.models import (
     SubscriptionEvent,
     SubscriptionList,
 )
+from dripstone.subscribers.schemas import normalize_email
 from dripstone.subscribers.selection import membership_condition
 from dripstone.tracking.models import TrackingEvent
 
@@ -100,6 +102,7 @@ def checked_graph(scope: AccountScope, text: str) -> Graph:
             if mailing is None:
                 _bad_node(node_id, f"no campaign mailing {value} in this account")
             node = graph.nodes[node_id].data
+            _check_sender(node_id, node)
             subject = getattr(node, "subject", None) or mailing.subject
             problems = check_templates(subject, mailing.html_part, mailing.text_part)
             if problems:
@@ -107,6 +110,18 @@ def checked_graph(scope: AccountScope, text: str) -> Graph:
         elif scope.by_uuid(SubscriptionList, value) is None:
             _bad_node(node_id, f"no subscription list {value} in this account")
     return graph
+
+
+def _check_sender(node_id: str, node: object) -> None:
+    """An email node's sender overrides go into headers as they are: refuse what cannot."""
+    from_email, from_name = getattr(node, "from_email", None), getattr(node, "from_name", None)
+    if from_email is not None:
+        try:
+            normalize_email(from_email)
+        except ValueError as exc:
+            _bad_node(node_id, f"from_email: {exc}")
+    if from_name is not None and not fits_in_a_header(from_name):
+        _bad_node(node_id, "from_name: must not contain line breaks or control characters")
 
 
 def _bad_node(node_id: str, message: str) -> NoReturn:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from dripstone.delivery.mime import fits_in_a_header
 from dripstone.subscribers.schemas import Email, Name, NoNul, Strict, Uuid
 
 MAX_RECIPIENT_EMAILS = 50
@@ -19,13 +20,25 @@ Part = Annotated[str, StringConstraints(max_length=MAX_PART_LENGTH), NoNul]
 TemplateType = Annotated[str, StringConstraints(min_length=1, max_length=32), NoNul]
 
 
+def _header_text(value: str) -> str:
+    if not fits_in_a_header(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+# A display name that goes into the From header as it is.
+SenderName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_header_text)
+]
+
+
 class MailingFields(Strict):
     """A mailing's fields as written; on update only the fields sent change."""
 
     subject: Subject | None = None
     default_subject: Subject | None = None
     from_: Email | None = Field(default=None, alias="from")
-    from_name: Name | None = None
+    from_name: SenderName | None = None
     reply_to: Email | None = None
     html_part: Part | None = None
     text_part: Part | None = None
@@ -98,7 +111,7 @@ class SendFields(Strict):
     recipient_emails: RecipientEmails = []
     customer_name: Name | None = None
     from_email: Email | None = None
-    from_name: Name | None = None
+    from_name: SenderName | None = None
     subject: Subject | None = None
 
 
@@ -117,7 +130,7 @@ class ScheduleCreate(Strict):
     campaign_mailing_id: Uuid | None = None
     subject: Subject | None = None
     from_email: Email | None = None
-    from_name: Name | None = None
+    from_name: SenderName | None = None
     customer_name: Name | None = None
     recipient_emails: RecipientEmails = []
 
