@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -11,16 +13,20 @@ from typing import Any
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dripstone import db
+from dripstone.accounts import service as accounts
 from dripstone.config import Settings, load_settings
 from dripstone.delivery.service import configure_pipeline
 from dripstone.drips.api import router as drips_router
 from dripstone.errors import DripstoneError
+from dripstone.idempotency import service as idempotency
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs import tasks as jobs_tasks
 from dripstone.jobs.api import router as jobs_router
@@ -40,6 +46,7 @@ STATUS_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    409: "in_progress",
     413: "payload_too_large",
     422: "invalid",
     429: "rate_limited",
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
         summary="Self-hosted email marketing with drip campaigns; the Paubox Marketing API.",
         lifespan=lifespan,
     )
+    app.add_middleware(IdempotentPosts)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.middleware("http")(_log_request)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-Id")
@@ -285,3 +293,126 @@ class BodySizeLimit:
             413, f"request body over the limit of {self.max_bytes} bytes", field="body"
         )
         await response(scope, receive, send)
+
+
+class IdempotentPosts:
+    """A POST with an `Idempotency-Key` header that was answered within the last 24 hours
+    gets that answer again, and does nothing again. The key belongs to the API key's account;
+    the same key with another path, query or body is refused (422), and while the first
+    request runs a second one waits its turn with a 409. Answers of 401, 429 and 5xx are not
+    kept, so a retry runs again."""
+
+    KEY = re.compile(r"[\x21-\x7e]{1,255}")
+    NOT_KEPT = (401, 429)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        key = headers.get("idempotency-key") if headers and scope["method"] == "POST" else None
+        if headers is None or key is None:
+            await self.app(scope, receive, send)
+            return
+        if not self.KEY.fullmatch(key):
+            refusal = envelope(
+                400,
+                "Idempotency-Key: 1 to 255 visible ASCII characters",
+                "invalid_parameter",
+                field="Idempotency-Key",
+            )
+            await refusal(scope, receive, send)
+            return
+        account_id = await run_in_threadpool(_account_of, headers.get("authorization"))
+        if account_id is None:  # the route answers 401
+            await self.app(scope, receive, send)
+            return
+        body = await _whole_body(receive)
+        fingerprint = hashlib.sha256(
+            b"\0".join((scope["path"].encode(), scope["query_string"], body))
+        ).hexdigest()
+        database = db.database()
+        claim, answer = await run_in_threadpool(
+            idempotency.claim, database, account_id, key, fingerprint
+        )
+        if claim is idempotency.Claim.REPLAY and answer is not None:
+            replayed = Response(answer.body, answer.status_code, media_type=answer.content_type)
+            replayed.headers["Idempotent-Replayed"] = "true"
+            await replayed(scope, receive, send)
+            return
+        if claim is idempotency.Claim.OTHER_REQUEST:
+            refusal = envelope(
+                422,
+                "Idempotency-Key: already used for a different request in the last 24 hours",
+                field="Idempotency-Key",
+            )
+            await refusal(scope, receive, send)
+            return
+        if claim is idempotency.Claim.IN_PROGRESS:
+            refusal = envelope(
+                409,
+                "Idempotency-Key: the first request with this key is still running; retry later",
+                field="Idempotency-Key",
+            )
+            await refusal(scope, receive, send)
+            return
+        await self._first(scope, receive, send, body, (database, account_id, key))
+
+    async def _first(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        claimed: tuple[db.Database, int, str],
+    ) -> None:
+        status, content_type, chunks = 500, None, bytearray()
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def keeping(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                content_type = Headers(raw=message["headers"]).get("content-type")
+            elif message["type"] == "http.response.body":
+                chunks.extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay, keeping)
+        except BaseException:
+            await run_in_threadpool(idempotency.forget, *claimed)
+            raise
+        if status >= 500 or status in self.NOT_KEPT:
+            await run_in_threadpool(idempotency.forget, *claimed)
+        else:
+            answer = idempotency.Answer(status, content_type, bytes(chunks))
+            await run_in_threadpool(idempotency.keep, *claimed, answer)
+
+
+def _account_of(authorization: str | None) -> int | None:
+    secret = accounts.key_in_header(authorization)
+    if secret is None:
+        return None
+    with db.database().read_sessions() as session:
+        account = accounts.authenticate(session, secret)
+    return None if account is None else account.id
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return bytes(body)

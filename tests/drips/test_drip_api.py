@@ -991,11 +991,6 @@ def test_subscriber_count_drops_at_once_when_a_subscriber_opts_out(
     assert delay["waiting"] == 1
 
 
-@pytest.mark.xfail(
-    reason="Idempotency-Key (marketing-api.md, Dripstone extensions) is not implemented in src/: "
-    "the replayed POST creates a second campaign",
-    strict=True,
-)
 def test_create_and_start_with_an_idempotency_key_happen_once(
     api: Api, news: str, mailing: str
 ) -> None:

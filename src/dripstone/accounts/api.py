@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -16,12 +15,6 @@ from dripstone.db import AccountScope
 from dripstone.errors import Unauthorized
 from dripstone.http import read_session, write_session
 
-# Auth schemes and parameter names are case-insensitive (RFC 9110 11.1); the key itself is not.
-_TOKEN = re.compile(
-    r"^\s*(?:Token\s+token=\"?(?P<token>[^\s\"]+)\"?|Bearer\s+(?P<bearer>\S+))\s*$",
-    re.IGNORECASE,
-)
-
 api_key_header = APIKeyHeader(
     name="authorization",
     auto_error=False,
@@ -32,12 +25,12 @@ api_key_header = APIKeyHeader(
 def _account(request: Request, session: Session, header: str | None) -> Account:
     if not header:
         raise Unauthorized("missing authorization header; send 'Token token=<API_KEY>'")
-    match = _TOKEN.match(header)
-    if match is None:
+    secret = service.key_in_header(header)
+    if secret is None:
         raise Unauthorized(
             "malformed authorization header; send 'Token token=<API_KEY>' or 'Bearer <API_KEY>'"
         )
-    account = service.authenticate(session, match["token"] or match["bearer"])
+    account = service.authenticate(session, secret)
     if account is None:
         raise Unauthorized("unknown or revoked API key")
     username = request.path_params.get("username")

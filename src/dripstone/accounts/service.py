@@ -80,6 +80,19 @@ def revoke_key(session: Session, account: Account, prefix: str) -> ApiKey:
     return key
 
 
+# Auth schemes and parameter names are case-insensitive (RFC 9110 11.1); the key itself is not.
+_AUTHORIZATION = re.compile(
+    r"^\s*(?:Token\s+token=\"?(?P<token>[^\s\"]+)\"?|Bearer\s+(?P<bearer>\S+))\s*$",
+    re.IGNORECASE,
+)
+
+
+def key_in_header(authorization: str | None) -> str | None:
+    """The API key in an `authorization` header ("Token token=KEY" or "Bearer KEY"), if any."""
+    match = _AUTHORIZATION.match(authorization or "")
+    return None if match is None else match["token"] or match["bearer"]
+
+
 def authenticate(session: Session, secret: str) -> Account | None:
     """The account an active key belongs to, or None."""
     stmt = (

@@ -11,6 +11,7 @@ from sqlalchemy import DateTime
 import dripstone.accounts.models
 import dripstone.delivery.models
 import dripstone.drips.models
+import dripstone.idempotency.models
 import dripstone.jobs.models
 import dripstone.mailings.models
 import dripstone.subscribers.models
