@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +40,8 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.messages: list[ReceivedMessage] = []
         self.replies: dict[str, str] = {}
+        # Called as each message is accepted, before the reply goes back.
+        self.on_message: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     async def handle_RCPT(
@@ -66,6 +68,8 @@ class RecordingHandler:
                     data=envelope.original_content or envelope.content,
                 )
             )
+        if self.on_message is not None:
+            self.on_message()
         return "250 2.0.0 Message accepted"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from dripstone import clock, db
 from dripstone.accounts.models import Account
+from dripstone.delivery import service as delivery
 from dripstone.delivery.models import Delivery, Suppression
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -338,6 +340,35 @@ def test_while_the_smtp_server_stays_down_the_batch_backs_off_behind_one_message
     assert all("ConnectionRefusedError" in (d.smtp_reply or "") for d in rows)
     assert job(api, started["jid"])["state"] == "succeeded"
     assert smtp_server.messages == []
+
+
+def test_a_slow_batch_renews_its_claim_as_it_hands_each_group_over(
+    api: Api,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    manual_clock: clock.ManualClock,
+) -> None:
+    readers = make_list(api, "Readers")
+    add_subscribers(api, readers, [{"email": f"r{i}@example.com"} for i in range(30)])
+    send(api, make_mailing(api), readers)
+    # Each message takes 0.4 s: a group of ten fits in the 5 s claim, the batch of 30 not.
+    # Meanwhile another process's sweep takes back whatever claim has run out.
+    slow = replace(
+        delivery.pipeline(),
+        policy=delivery.DeliveryPolicy(batch_size=30, claim_seconds=5, record_every=10),
+    )
+
+    def a_slow_relay_and_a_sweep_elsewhere() -> None:
+        manual_clock.advance(timedelta(seconds=0.4))
+        delivery.recover_deliveries(database)
+
+    smtp_server.handler.on_message = a_slow_relay_and_a_sweep_elsewhere
+    delivery.dispatch_due(database, slow)
+
+    assert Counter(m.rcpt_tos[0] for m in smtp_server.messages) == {
+        f"r{i}@example.com": 1 for i in range(30)
+    }
+    assert {d.status for d in deliveries(database)} == {"delivered"}
 
 
 def test_test_emails_and_previews_never_reach_an_address_that_opted_out(

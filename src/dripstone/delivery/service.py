@@ -319,7 +319,11 @@ _MARK_SENDING = (
         _TABLE.c.claim_token == bindparam("b_token"),
         _TABLE.c.status == CLAIMED,
     )
-    .values(status=SENDING, message_id=bindparam("b_message_id"))
+    .values(
+        status=SENDING,
+        message_id=bindparam("b_message_id"),
+        claimed_until=bindparam("b_until", type_=UTCDateTime()),
+    )
 )
 _RECORD = (
     update(_TABLE)
@@ -378,7 +382,7 @@ def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[
             replies = []
             if failed:
                 _finish_unsent(connection, token, failed, status=FAILED)
-            marked = _mark_sending(connection, token, [d for d, _ in group])
+            marked = _mark_sending(connection, active.policy, token, [d for d, _ in group])
         for delivery, message in group:
             if delivery.id not in marked:
                 continue  # taken back by the sweep; someone else sends it
@@ -403,13 +407,21 @@ def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[
     return handed_over
 
 
-def _mark_sending(connection: Connection, token: str, group: Sequence[_Due]) -> set[int]:
-    """Hand `group` over (status sending, Message-ID fixed); the ids this claim still held."""
+def _mark_sending(
+    connection: Connection, policy: DeliveryPolicy, token: str, group: Sequence[_Due]
+) -> set[int]:
+    """Hand `group` over (status sending, Message-ID fixed); the ids this claim still held.
+    The claim is renewed from now: only the time to send this group counts against it, not
+    the time the batch's earlier groups took."""
     if not group:
         return set()
+    until = clock.now() + timedelta(seconds=policy.claim_seconds)
     connection.execute(
         _MARK_SENDING,
-        [{"b_id": d.id, "b_token": token, "b_message_id": d.message_id} for d in group],
+        [
+            {"b_id": d.id, "b_token": token, "b_message_id": d.message_id, "b_until": until}
+            for d in group
+        ],
     )
     held = connection.execute(
         select(Delivery.id).where(
