@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -180,26 +181,80 @@ class Life:
     steps: list[tuple[datetime, Step]]
 
 
+# What can happen to a subscriber between two steps: an open or a click of an email node
+# (counted only once that email was sent), joining or leaving a list, a field changing.
+Event = tuple[str, str, str | None]
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[Graph, Facts, datetime, list[timedelta], str]:
+def events_for(draw: st.DrawFn, graph: Graph) -> list[Event]:
+    emails = sorted(graph.email_node_ids())
+    kinds = ["join", "leave", "set"] + (["open", "click"] if emails else [])
+    found: list[Event] = []
+    for kind in draw(st.lists(st.sampled_from(kinds), max_size=3)):
+        if kind in ("open", "click"):
+            url = draw(st.sampled_from(["https://a.example", "https://b.example"]))
+            found.append((kind, draw(st.sampled_from(emails)), url))
+        elif kind == "set":
+            found.append(
+                (kind, draw(st.sampled_from(FIELD_NAMES)), draw(st.sampled_from(FIELD_VALUES)))
+            )
+        else:
+            found.append((kind, draw(st.sampled_from(LIST_IDS)), None))
+    return found
+
+
+def happen(facts: Facts, events: list[Event], sent: list[str]) -> Facts:
+    """`facts` after `events`; opens and clicks only of emails already sent."""
+    for kind, name, value in events:
+        if kind == "open" and name in sent:
+            facts = replace(facts, opened=facts.opened | {name})
+        elif kind == "click" and name in sent and value is not None:
+            clicked = {**facts.clicked, name: facts.clicked.get(name, frozenset()) | {value}}
+            facts = replace(facts, opened=facts.opened | {name}, clicked=clicked)
+        elif kind == "join":
+            facts = replace(facts, lists=facts.lists | {name})
+        elif kind == "leave":
+            facts = replace(facts, lists=facts.lists - {name})
+        elif kind == "set":
+            facts = replace(facts, fields={**facts.fields, name: value})
+    return facts
+
+
+Scenario = tuple[Graph, Facts, datetime, list[timedelta], str, list[list[Event]]]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
     graph = parse_graph(draw(graph_documents()))
     facts = draw(facts_for(graph))
     start = draw(st.datetimes(datetime(2025, 1, 1), datetime(2027, 12, 31), timezones=st.just(UTC)))
     gaps = draw(st.lists(st.timedeltas(timedelta(0), timedelta(days=3)), max_size=15))
-    return graph, facts, start, gaps, draw(st.sampled_from(ZONES))
+    history = draw(st.lists(events_for(graph), min_size=len(gaps), max_size=len(gaps)))
+    return graph, facts, start, gaps, draw(st.sampled_from(ZONES)), history
 
 
-def live(graph: Graph, facts: Facts, start: datetime, gaps: list[timedelta], zone: str) -> Life:
-    """Advance one enrollment from the trigger, at the given clock readings, until it ends."""
+def live(
+    graph: Graph,
+    facts: Facts,
+    start: datetime,
+    gaps: list[timedelta],
+    zone: str,
+    history: list[list[Event]],
+) -> Life:
+    """Advance one enrollment from the trigger, at the given clock readings, until it ends;
+    before each step, what the history says happened in the gap happens."""
     position: Position | None = Position(graph.trigger_id, start)
     wake = start
     life = Life([graph.trigger_id], {graph.trigger_id: start}, {}, [], [])
     clock = start
-    for gap in itertools.chain(gaps, itertools.repeat(timedelta(0))):
+    quiet: Iterator[tuple[timedelta, list[Event]]] = itertools.repeat((timedelta(0), []))
+    for gap, events in itertools.chain(zip(gaps, history, strict=True), quiet):
         assert position is not None
         # Each call is at or after the wake time, so each one passes a wait: a bound.
         assert len(life.steps) <= len(graph.nodes)
         clock += gap
+        facts = happen(facts, events, life.effects)
         if clock < wake:
             # Polling early changes nothing and emits nothing.
             assert advance(graph, position, facts, clock, zone) == Step((), (), position, wake)
@@ -233,7 +288,7 @@ def test_generated_graphs_are_valid_and_round_trip(text: str) -> None:
 @given(scenarios())
 @EXAMPLES
 def test_every_enrollment_ends_and_waits_only_forward(
-    scenario: tuple[Graph, Facts, datetime, list[timedelta], str],
+    scenario: Scenario,
 ) -> None:
     life = live(*scenario)
 
@@ -248,7 +303,7 @@ def test_every_enrollment_ends_and_waits_only_forward(
 @given(scenarios())
 @EXAMPLES
 def test_no_node_is_entered_twice_and_no_effect_repeats(
-    scenario: tuple[Graph, Facts, datetime, list[timedelta], str],
+    scenario: Scenario,
 ) -> None:
     graph = scenario[0]
 
@@ -263,7 +318,7 @@ def test_no_node_is_entered_twice_and_no_effect_repeats(
 @given(scenarios())
 @EXAMPLES
 def test_delays_are_never_shortened(
-    scenario: tuple[Graph, Facts, datetime, list[timedelta], str],
+    scenario: Scenario,
 ) -> None:
     graph = scenario[0]
 
@@ -278,7 +333,7 @@ def test_delays_are_never_shortened(
 @given(scenarios())
 @EXAMPLES
 def test_every_life_is_a_path_through_the_graph(
-    scenario: tuple[Graph, Facts, datetime, list[timedelta], str],
+    scenario: Scenario,
 ) -> None:
     graph = scenario[0]
 
