@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--enrollments", type=int, default=100_000)
+    parser.add_argument("--log", type=Path, help="append the server's stderr (JSON logs) here")
     args = parser.parse_args()
     total = args.enrollments
     print(f"drip_advance: {total:,} enrollments due at once, {args.backend}; {machine()}")
@@ -94,7 +95,7 @@ def main() -> None:
         env = {"DRIPSTONE_SMTP_URL": sink_url}
         if args.backend == "sqlite":
             env["DRIPSTONE_DATABASE_URL"] = f"sqlite:///{sqlite_path}"
-        with running_server(args.backend, workers=2, env=env) as server:
+        with running_server(args.backend, workers=2, env=env, log_file=args.log) as server:
             database = Database(server, sqlite_path)
             seed_subscribers(server.database_url, sqlite_path, "bench", total)
             with httpx.Client(base_url=server.base, headers=server.headers, timeout=120) as client:

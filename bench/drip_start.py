@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--log", type=Path, help="append the server's stderr (JSON logs) here")
     args = parser.parse_args()
     print(f"drip_start: {args.subscribers:,} subscribers, {args.backend}; {machine()}")
     sqlite_path = str(Path(tempfile.mkdtemp(prefix="dripstone-bench-db-")) / "dripstone.db")
@@ -90,7 +91,7 @@ def main() -> None:
         if args.backend == "postgresql"
         else {"DRIPSTONE_DATABASE_URL": f"sqlite:///{sqlite_path}"}
     )
-    with running_server(args.backend, workers=2, env=env) as server:
+    with running_server(args.backend, workers=2, env=env, log_file=args.log) as server:
         started = time.perf_counter()
         seed_subscribers(server.database_url, sqlite_path, "bench", args.subscribers)
         print(f"  seeded in {time.perf_counter() - started:.1f} s (not timed below)")
