@@ -304,6 +304,16 @@ class IdempotentPosts:
 
     KEY = re.compile(r"[\x21-\x7e]{1,255}")
     NOT_KEPT = (401, 429)
+    REFUSALS = {
+        idempotency.Claim.OTHER_REQUEST: (
+            422,
+            "already used for a different request in the last 24 hours",
+        ),
+        idempotency.Claim.IN_PROGRESS: (
+            409,
+            "the first request with this key is still running; retry later",
+        ),
+    }
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -335,28 +345,16 @@ class IdempotentPosts:
         claim, answer = await run_in_threadpool(
             idempotency.claim, database, account_id, key, fingerprint
         )
+        if claim is idempotency.Claim.FIRST:
+            await self._first(scope, receive, send, body, (database, account_id, key))
+            return
         if claim is idempotency.Claim.REPLAY and answer is not None:
-            replayed = Response(answer.body, answer.status_code, media_type=answer.content_type)
-            replayed.headers["Idempotent-Replayed"] = "true"
-            await replayed(scope, receive, send)
-            return
-        if claim is idempotency.Claim.OTHER_REQUEST:
-            refusal = envelope(
-                422,
-                "Idempotency-Key: already used for a different request in the last 24 hours",
-                field="Idempotency-Key",
-            )
-            await refusal(scope, receive, send)
-            return
-        if claim is idempotency.Claim.IN_PROGRESS:
-            refusal = envelope(
-                409,
-                "Idempotency-Key: the first request with this key is still running; retry later",
-                field="Idempotency-Key",
-            )
-            await refusal(scope, receive, send)
-            return
-        await self._first(scope, receive, send, body, (database, account_id, key))
+            response = Response(answer.body, answer.status_code, media_type=answer.content_type)
+            response.headers["Idempotent-Replayed"] = "true"
+        else:
+            status, message = self.REFUSALS[claim]
+            response = envelope(status, f"Idempotency-Key: {message}", field="Idempotency-Key")
+        await response(scope, receive, send)
 
     async def _first(
         self,

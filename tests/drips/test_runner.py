@@ -173,6 +173,19 @@ def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(
     }
 
 
+def hello_queued_then_paused(api: Api, news: str, run_tick: Tick) -> str:
+    """A one-email campaign, started and paused right after its step was taken: its
+    messages are queued, not yet sent."""
+    hello = make_mailing(api, subject="Hello")
+    campaign = create(
+        api, news, chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello))
+    )
+    start(api, campaign)
+    run_tick()
+    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    return campaign
+
+
 def test_an_email_step_taken_just_before_a_pause_waits_for_the_resume(
     api: Api,
     news: str,
@@ -180,13 +193,7 @@ def test_an_email_step_taken_just_before_a_pause_waits_for_the_resume(
     run_tick: Tick,
     manual_clock: clock.ManualClock,
 ) -> None:
-    hello = make_mailing(api, subject="Hello")
-    campaign = create(
-        api, news, chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello))
-    )
-    start(api, campaign)
-    run_tick()  # the step is taken: its message is queued, not yet sent
-    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    campaign = hello_queued_then_paused(api, news, run_tick)
     run_for(run_tick, manual_clock, timedelta(hours=1))
     assert smtp_server.messages == []
 
@@ -206,13 +213,7 @@ def test_deleting_a_paused_campaign_drops_the_emails_it_held(
     run_tick: Tick,
     manual_clock: clock.ManualClock,
 ) -> None:
-    hello = make_mailing(api, subject="Hello")
-    campaign = create(
-        api, news, chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello))
-    )
-    start(api, campaign)
-    run_tick()
-    ok(api.post(f"/drip_campaigns/{campaign}/pause"))
+    campaign = hello_queued_then_paused(api, news, run_tick)
     run_tick()
     assert api.delete(f"/drip_campaigns/{campaign}").status_code == 200
     run_for(run_tick, manual_clock, timedelta(hours=1))
