@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 
 from dripstone.delivery.mime import fits_in_a_header
 from dripstone.subscribers.schemas import Email, Name, NoNul, Strict, Uuid
@@ -30,6 +30,12 @@ def _header_text(value: str) -> str:
 SenderName = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_header_text)
 ]
+
+
+def _time_text(value: object) -> str:
+    """`send_at` as text for the route to check; anything that cannot be a time becomes ""
+    so that it gets the contract's 400 for a bad time, not a validation error."""
+    return value if isinstance(value, str) and len(value) <= 64 else ""
 
 
 class MailingFields(Strict):
@@ -123,7 +129,7 @@ class SendCreate(Strict):
 class ScheduleCreate(Strict):
     """A send at `send_at`. The mailing is `campaign_mailing_id`, else the one titled `subject`."""
 
-    send_at: Annotated[str, StringConstraints(max_length=64)]
+    send_at: Annotated[str, BeforeValidator(_time_text)]
     sender_email: Email
     subscription_list_id: Uuid | None = None
     dynamic_list_id: Uuid | None = None
