@@ -173,6 +173,39 @@ def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(
     }
 
 
+def test_a_retried_email_still_arrives_before_the_next_one(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(
+        api,
+        news,
+        chain(
+            node("t", "trigger"),
+            node("a", "email", campaign_mailing_id=first),
+            node("d", "delay", amount=10, unit="seconds"),
+            node("b", "email", campaign_mailing_id=second),
+        ),
+    )
+    smtp_server.replies["alex@example.com"] = "451 4.3.0 Try again later"
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(seconds=5), step=timedelta(seconds=1))
+    del smtp_server.replies["alex@example.com"]
+    # The second step falls due while the first email waits out its 60 s backoff.
+    run_for(run_tick, manual_clock, timedelta(seconds=40), step=timedelta(seconds=1))
+    assert subjects_by_recipient(smtp_server) == {"blake@example.com": ["First", "Second"]}
+
+    run_for(run_tick, manual_clock, timedelta(seconds=30), step=timedelta(seconds=1))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "blake@example.com": ["First", "Second"],
+    }
+
+
 def hello_queued_then_paused(api: Api, news: str, run_tick: Tick) -> str:
     """A one-email campaign, started and paused right after its step was taken: its
     messages are queued, not yet sent."""

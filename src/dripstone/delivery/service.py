@@ -259,6 +259,7 @@ class _Due:
     recipient: Recipient
     skip_reason: str | None = None
     held: bool = False
+    drip_enrollment_id: int | None = None
 
 
 def has_due_deliveries(database: Database) -> bool:
@@ -362,14 +363,16 @@ def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[
     dispatcher are ever in the window."""
     with database.reader.connect() as connection:
         due = _load(connection, ids)
+        behind = _behind_earlier_emails(connection, due)
     skipped = [d for d in due if d.skip_reason is not None]
     held = [d.id for d in due if d.held]
-    if skipped or held:
+    if skipped or held or behind:
         with _writing(database) as connection:
             if skipped:
                 _finish_unsent(connection, token, skipped)
             _hold(connection, token, held)
-    remaining = [d for d in due if d.skip_reason is None and not d.held]
+            _wait_behind(connection, token, behind)
+    remaining = [d for d in due if d.skip_reason is None and not d.held and d.id not in behind]
     size = active.policy.record_every
     handed_over = 0
     replies: list[tuple[_Due, Outcome]] = []
@@ -543,6 +546,50 @@ def _finish_unsent(
     )
 
 
+def _behind_earlier_emails(connection: Connection, due: Sequence[_Due]) -> dict[int, datetime]:
+    """The drip messages of `due` whose enrollment has an earlier message not finished yet
+    (deferred, or in this very batch), each with when to look again: a subscriber gets a
+    campaign's emails in the order of its steps, even when the first one is retried."""
+    by_enrollment: dict[int | None, list[int]] = {}
+    for d in due:
+        if d.drip_enrollment_id is not None:
+            by_enrollment.setdefault(d.drip_enrollment_id, []).append(d.id)
+    if not by_enrollment:
+        return {}
+    unfinished = connection.execute(
+        select(Delivery.drip_enrollment_id, Delivery.id, Delivery.next_attempt_at).where(
+            Delivery.drip_enrollment_id.in_(list(by_enrollment)), Delivery.status.not_in(FINAL)
+        )
+    )
+    soon = clock.now() + timedelta(seconds=1)
+    behind: dict[int, datetime] = {}
+    for enrollment_id, earlier_id, next_attempt_at in unfinished:
+        look_again = max(next_attempt_at, soon)
+        for delivery_id in by_enrollment[enrollment_id]:
+            if delivery_id > earlier_id:
+                behind[delivery_id] = max(behind.get(delivery_id, look_again), look_again)
+    return behind
+
+
+def _wait_behind(connection: Connection, token: str, behind: dict[int, datetime]) -> None:
+    if behind:
+        connection.execute(
+            update(_TABLE)
+            .where(
+                _TABLE.c.id == bindparam("b_id"),
+                _TABLE.c.claim_token == bindparam("b_token"),
+                _TABLE.c.status == CLAIMED,
+            )
+            .values(
+                status=PENDING,
+                next_attempt_at=bindparam("b_at", type_=UTCDateTime()),
+                claim_token=None,
+                claimed_until=None,
+            ),
+            [{"b_id": i, "b_token": token, "b_at": at} for i, at in behind.items()],
+        )
+
+
 def _hold(connection: Connection, token: str, ids: Sequence[int]) -> None:
     """Keep claimed drip messages of paused campaigns until `release_held` lets them go."""
     if ids:
@@ -653,6 +700,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Delivery.created_at,
             Delivery.message_id,
             Delivery.send_id,
+            Delivery.drip_enrollment_id,
             Delivery.campaign_mailing_id,
             Delivery.subscriber_id,
             Delivery.subscription_list_id,
@@ -701,6 +749,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             content_key=content_key,
             content=content,
             recipient=recipient,
+            drip_enrollment_id=r.drip_enrollment_id,
         )
         item.skip_reason = _skip_reason(r, left, suppressed, opted_out)
         item.held = item.skip_reason is None and r.drip_state == "paused"
