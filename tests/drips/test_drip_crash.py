@@ -123,6 +123,12 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
     node_of = {"First": "a", "Second": "b"}
     assert {(email, node_of[subject]) for email, subject in twice} <= in_doubt
     assert all(len(set(copies[key])) == 1 for key in twice)  # the same Message-ID
+    arrivals: dict[str, list[str]] = defaultdict(list)
+    for message in smtp_server.messages:
+        subject = str(parsed(message)["Subject"])
+        if subject not in arrivals[message.rcpt_tos[0]]:
+            arrivals[message.rcpt_tos[0]].append(subject)
+    assert {tuple(order) for order in arrivals.values()} == {("First", "Second")}
     with database.read_sessions() as session:
         steps = session.execute(
             select(Delivery.drip_enrollment_id, Delivery.drip_node_id, Delivery.created_at)
