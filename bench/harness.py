@@ -35,15 +35,25 @@ class Server:
         return {"authorization": f"Token token={self.key}"}
 
     def memory_mb(self, field: str = "VmRSS") -> float:
-        """Resident memory (VmRSS) or its peak (VmHWM) of the largest server process, in MB."""
-        return max(_status_kb(pid, field) for pid in self.pids) / 1024
+        """Resident memory (VmRSS) or its peak (VmHWM) of the largest server process, in MB.
+        A worker uvicorn replaced is looked up again among the supervisor's children."""
+        found = [_status_kb(pid, field) for pid in self.pids]
+        if None in found and self.root_pid:
+            self.pids = _server_pids(self.root_pid)
+            found = [_status_kb(pid, field) for pid in self.pids]
+        return max(kb or 0 for kb in found) / 1024
 
 
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def _status_kb(pid: int, field: str) -> int | None:
+    """The field of /proc/PID/status in kB; None for a process that has exited."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+    return None
 
 
 def _server_pids(parent: int) -> list[int]:
