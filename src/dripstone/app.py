@@ -266,27 +266,11 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         # No declared length (chunked): buffer up to the limit, then replay.
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body.extend(message.get("body", b""))
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        body = await _whole_body(receive, self.max_bytes)
+        if body is None:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, _replaying(body, receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = envelope(
@@ -337,7 +321,7 @@ class IdempotentPosts:
         if account_id is None:  # the route answers 401
             await self.app(scope, receive, send)
             return
-        body = await _whole_body(receive)
+        body = await _whole_body(receive) or b""
         fingerprint = hashlib.sha256(
             b"\0".join((scope["path"].encode(), scope["query_string"], body))
         ).hexdigest()
@@ -365,14 +349,6 @@ class IdempotentPosts:
         claimed: tuple[db.Database, int, str],
     ) -> None:
         status, content_type, chunks = 500, None, bytearray()
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def keeping(message: Message) -> None:
             nonlocal status, content_type
@@ -384,7 +360,7 @@ class IdempotentPosts:
             await send(message)
 
         try:
-            await self.app(scope, replay, keeping)
+            await self.app(scope, _replaying(body, receive), keeping)
         except BaseException:
             await run_in_threadpool(idempotency.forget, *claimed)
             raise
@@ -404,13 +380,30 @@ def _account_of(authorization: str | None) -> int | None:
     return None if account is None else account.id
 
 
-async def _whole_body(receive: Receive) -> bytes:
+async def _whole_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The request body read to its end; None once it grows past `limit`."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
         body.extend(message.get("body", b""))
+        if limit is not None and len(body) > limit:
+            return None
         if not message.get("more_body", False):
             break
     return bytes(body)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app `body`, already read, then listens on (for disconnects)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
