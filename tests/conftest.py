@@ -84,6 +84,26 @@ def database(settings: Settings) -> db.Database:
 
 
 @pytest.fixture
+def postgres(database: db.Database) -> db.Database:
+    """The database, for tests of races that only PostgreSQL can lose."""
+    if database.is_sqlite:
+        pytest.skip("SQLite serialises writers at BEGIN IMMEDIATE: no race to lose")
+    return database
+
+
+def backends_waiting_for_locks(database: db.Database) -> int:
+    """How many connections to this PostgreSQL database wait for a lock right now."""
+    with database.engine.connect() as connection:
+        found = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar()
+    return int(found or 0)
+
+
+@pytest.fixture
 def client(settings: Settings, database: db.Database) -> Iterator[TestClient]:
     """The API in-process; background jobs run inline, right after the request commits."""
     app = create_app(settings)

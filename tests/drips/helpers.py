@@ -27,6 +27,16 @@ def chain(*nodes: dict[str, Any]) -> str:
     return graph(list(nodes), [edge(a["id"], b["id"]) for a, b in itertools.pairwise(nodes)])
 
 
+def two_emails(first: str, second: str, amount: float = 1, unit: str = "days") -> str:
+    """trigger -> the email `first` -> a delay -> the email `second`."""
+    return chain(
+        node("t", "trigger"),
+        node("a", "email", campaign_mailing_id=first),
+        node("d", "delay", amount=amount, unit=unit),
+        node("b", "email", campaign_mailing_id=second),
+    )
+
+
 def create(
     api: Api, list_id: str, nodes: str, trigger: str = "existing", name: str = "Welcome"
 ) -> str:

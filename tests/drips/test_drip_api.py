@@ -14,7 +14,7 @@ import pytest
 from dripstone import clock
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
-from tests.drips.helpers import chain, create, edge, graph, node, report, start
+from tests.drips.helpers import chain, create, edge, graph, node, report, start, two_emails
 from tests.mailings.helpers import add_subscribers, job, make_list, make_mailing, ok
 from tests.subscribers.helpers import assert_error
 
@@ -66,16 +66,6 @@ def when(value: str) -> datetime:
 @pytest.fixture
 def mailing(api: Api) -> str:
     return make_mailing(api, subject="Hello {{ first_name | default('friend') }}")
-
-
-def two_emails(first: str, second: str) -> str:
-    """trigger -> email -> a day -> email."""
-    return chain(
-        node("t", "trigger"),
-        node("a", "email", campaign_mailing_id=first),
-        node("d", "delay", amount=1, unit="days"),
-        node("b", "email", campaign_mailing_id=second),
-    )
 
 
 def simple(mailing_id: str) -> str:

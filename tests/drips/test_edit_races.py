@@ -11,16 +11,18 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dripstone import clock, db
+from dripstone.accounts.models import Account
 from dripstone.db import AccountScope
 from dripstone.drips import service as drips
-from dripstone.drips.models import DripCampaign, DripEnrollment
+from dripstone.drips.models import DripEnrollment
 from dripstone.subscribers import service as subscribers
 from dripstone.subscribers.models import Subscriber
 from dripstone.subscribers.schemas import SubscriberCreateFields
-from tests.conftest import Api
+from tests.conftest import Api, backends_waiting_for_locks
 from tests.drips.helpers import chain, create, node, start
 from tests.mailings.helpers import make_mailing
 from tests.processes import wait_until
@@ -29,38 +31,20 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def postgresql(database: db.Database) -> db.Database:
-    if database.is_sqlite:
-        pytest.skip("SQLite serialises writers at BEGIN IMMEDIATE: no race to lose")
-    return database
-
-
-@pytest.fixture
 def other_thread() -> Iterator[Callable[[Callable[[], T]], Future[T]]]:
     with ThreadPoolExecutor(1) as pool:
         yield pool.submit
 
 
-def blocked_on_a_lock(database: db.Database) -> bool:
-    """Whether some other connection of this database waits for a lock right now."""
-    with database.engine.connect() as connection:
-        waiting = connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        )
-    return bool(waiting)
+def the_accounts_scope(session: Session) -> AccountScope:
+    """The scope of the one account these tests make."""
+    return AccountScope(session, session.scalars(select(Account.id)).one())
 
 
 def put_graph(database: db.Database, campaign_uuid: str, nodes: str) -> None:
     """What `PUT /drip_campaigns/{id}` does with a new graph, in its own transaction."""
     with database.transaction() as session:
-        account_id = session.scalar(
-            select(DripCampaign.account_id).where(DripCampaign.uuid == campaign_uuid)
-        )
-        assert account_id is not None
-        scope = AccountScope(session, account_id)
+        scope = the_accounts_scope(session)
         campaign = drips.get_campaign(scope, campaign_uuid, lock="change")
         drips.update_campaign(scope, campaign, drips.CampaignFields(None, None, None, nodes=nodes))
 
@@ -105,56 +89,58 @@ def week_becomes_a_day(first: str, second: str) -> str:
 def test_an_edit_waits_for_a_runner_batch_and_then_moves_who_it_moved(
     api: Api,
     news: str,
-    postgresql: db.Database,
+    postgres: db.Database,
     manual_clock: clock.ManualClock,
     other_thread: Callable[[Callable[[], Any]], Future[Any]],
 ) -> None:
     campaign, first, second = two_step_campaign(api, news)
-    assert positions(postgresql) == [("active", "minute"), ("active", "minute")]
+    assert positions(postgres) == [("active", "minute"), ("active", "minute")]
     manual_clock.advance(timedelta(minutes=2))
 
-    with postgresql.transaction() as runner:
+    with postgres.transaction() as runner:
         # The batch steps both past the first email onto the week, by the graph it read...
         assert drips._advance_batch(runner, 500) == 2
         # ...while an edit that replaces the week arrives before the batch commits.
         edit = other_thread(
-            lambda: put_graph(postgresql, campaign, week_becomes_a_day(first, second))
+            lambda: put_graph(postgres, campaign, week_becomes_a_day(first, second))
         )
-        wait_until(lambda: blocked_on_a_lock(postgresql), "the edit waiting for the batch", 30)
+        wait_until(
+            lambda: backends_waiting_for_locks(postgres) > 0, "the edit waiting for the batch", 30
+        )
         assert not edit.done()
     edit.result(timeout=30)
 
-    assert positions(postgresql) == [("active", "day"), ("active", "day")]
+    assert positions(postgres) == [("active", "day"), ("active", "day")]
 
 
 def test_the_runner_skips_a_campaign_being_edited_and_steps_it_by_the_new_graph(
     api: Api,
     news: str,
-    postgresql: db.Database,
+    postgres: db.Database,
     manual_clock: clock.ManualClock,
     other_thread: Callable[[Callable[[], Any]], Future[Any]],
 ) -> None:
     campaign, first, second = two_step_campaign(api, news)
     manual_clock.advance(timedelta(minutes=2))
 
-    with postgresql.transaction() as session:
-        scope = AccountScope(session, session.scalars(select(DripCampaign)).one().account_id)
+    with postgres.transaction() as session:
+        scope = the_accounts_scope(session)
         edited = drips.get_campaign(scope, campaign, lock="change")
-        runner = other_thread(lambda: drips.advance_due(postgresql))
+        runner = other_thread(lambda: drips.advance_due(postgres))
         # It neither waits for the edit nor steps anyone by the graph being replaced.
         assert runner.result(timeout=30) == 0
         drips.update_campaign(
             scope, edited, drips.CampaignFields(None, None, None, week_becomes_a_day(first, second))
         )
 
-    assert drips.advance_due(postgresql) == 2
-    assert positions(postgresql) == [("active", "day"), ("active", "day")]
+    assert drips.advance_due(postgres) == 2
+    assert positions(postgres) == [("active", "day"), ("active", "day")]
 
 
 def test_a_join_during_a_start_enrolls_the_joiner(
     api: Api,
     news: str,
-    postgresql: db.Database,
+    postgres: db.Database,
     other_thread: Callable[[Callable[[], Any]], Future[Any]],
 ) -> None:
     hello = make_mailing(api, subject="Hello")
@@ -164,22 +150,24 @@ def test_a_join_during_a_start_enrolls_the_joiner(
         chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello)),
         trigger="subscription",
     )
-    drips.enroll_new_members(postgresql)  # Alex and Blake joined before: not for this campaign
+    drips.enroll_new_members(postgres)  # Alex and Blake joined before: not for this campaign
 
-    with postgresql.transaction() as session:
-        scope = AccountScope(session, session.scalars(select(DripCampaign)).one().account_id)
+    with postgres.transaction() as session:
+        scope = the_accounts_scope(session)
         assert drips.start(scope, drips.get_campaign(scope, campaign, lock="change")) == []
         # Dana joins while the start is committing: the join waits for it...
-        joined = other_thread(lambda: join(postgresql, news, "dana@example.com"))
+        joined = other_thread(lambda: join(postgres, news, "dana@example.com"))
         wait_until(
-            lambda: joined.done() or blocked_on_a_lock(postgresql), "the join, or its wait", 30
+            lambda: joined.done() or backends_waiting_for_locks(postgres) > 0,
+            "the join, or its wait",
+            30,
         )
         # ...so a consumer of joins running now cannot take her join for one before the start.
-        drips.enroll_new_members(postgresql)
+        drips.enroll_new_members(postgres)
     joined.result(timeout=30)
-    drips.enroll_new_members(postgresql)
+    drips.enroll_new_members(postgres)
 
-    with postgresql.read_sessions() as session:
+    with postgres.read_sessions() as session:
         enrolled = session.scalars(
             select(Subscriber.email).join(
                 DripEnrollment, DripEnrollment.subscriber_id == Subscriber.id
@@ -191,8 +179,6 @@ def test_a_join_during_a_start_enrolls_the_joiner(
 def join(database: db.Database, list_id: str, email: str) -> None:
     """A subscriber created on the list, as `POST /subscribers` with a list does."""
     with database.transaction() as session:
-        account_id = session.scalar(select(DripCampaign.account_id))
-        assert account_id is not None
         subscribers.create_subscriber(
-            AccountScope(session, account_id), SubscriberCreateFields(email=email), list_id
+            the_accounts_scope(session), SubscriberCreateFields(email=email), list_id
         )

@@ -16,7 +16,7 @@ from dripstone import clock, db
 from dripstone.delivery.models import Delivery
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
-from tests.drips.helpers import chain, create, edge, graph, node, report, start
+from tests.drips.helpers import chain, create, edge, graph, node, report, start, two_emails
 from tests.mailings.helpers import (
     add_subscribers,
     html_of,
@@ -146,12 +146,7 @@ def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(
     campaign = create(
         api,
         news,
-        chain(
-            node("t", "trigger"),
-            node("a", "email", campaign_mailing_id=first),
-            node("d", "delay", amount=1, unit="hours"),
-            node("b", "email", campaign_mailing_id=second),
-        ),
+        two_emails(first, second, 1, "hours"),
     )
     start(api, campaign)
     run_for(run_tick, manual_clock, timedelta(minutes=1))
@@ -184,12 +179,7 @@ def test_a_retried_email_still_arrives_before_the_next_one(
     campaign = create(
         api,
         news,
-        chain(
-            node("t", "trigger"),
-            node("a", "email", campaign_mailing_id=first),
-            node("d", "delay", amount=10, unit="seconds"),
-            node("b", "email", campaign_mailing_id=second),
-        ),
+        two_emails(first, second, 10, "seconds"),
     )
     smtp_server.replies["alex@example.com"] = "451 4.3.0 Try again later"
     start(api, campaign)
@@ -369,12 +359,7 @@ def test_unsubscribing_mid_sequence_leaves_the_campaign(
     campaign = create(
         api,
         news,
-        chain(
-            node("t", "trigger"),
-            node("a", "email", campaign_mailing_id=first),
-            node("d", "delay", amount=1, unit="days"),
-            node("b", "email", campaign_mailing_id=second),
-        ),
+        two_emails(first, second),
     )
     start(api, campaign)
     run_for(run_tick, manual_clock, timedelta(minutes=1))
@@ -490,12 +475,7 @@ def test_a_hard_bounce_or_a_deletion_takes_the_subscriber_out(
     campaign = create(
         api,
         news,
-        chain(
-            node("t", "trigger"),
-            node("a", "email", campaign_mailing_id=first),
-            node("d", "delay", amount=1, unit="days"),
-            node("b", "email", campaign_mailing_id=second),
-        ),
+        two_emails(first, second),
     )
     smtp_server.replies["blake@example.com"] = "550 5.1.1 No such user"
     start(api, campaign)

@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from sqlalchemy import func, select
 
 from dripstone import clock, db
@@ -39,10 +38,9 @@ def together(work: Callable[[], int]) -> list[int]:
 
 
 def test_parallel_runners_and_dispatchers_never_repeat_a_step_or_an_email(
-    api: Api, database: db.Database, smtp_server: SmtpTestServer, manual_clock: clock.ManualClock
+    api: Api, postgres: db.Database, smtp_server: SmtpTestServer, manual_clock: clock.ManualClock
 ) -> None:
-    if database.is_sqlite:
-        pytest.skip("SQLite serialises writers at BEGIN IMMEDIATE: no race to lose")
+    database = postgres
     list_id = make_list(api, "News")
     for chunk in range(0, SUBSCRIBERS, 600):
         add_subscribers(

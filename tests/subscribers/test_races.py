@@ -13,35 +13,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dripstone import db
 from dripstone.accounts.models import Account
 from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
-from tests.conftest import Api
+from tests.conftest import Api, backends_waiting_for_locks
 from tests.subscribers.helpers import add_subscriber, assert_error, detail, ok
 
 WAIT_SECONDS = 20
-
-
-@pytest.fixture
-def postgres(database: db.Database) -> db.Database:
-    if database.is_sqlite:
-        pytest.skip("SQLite serialises writers at BEGIN IMMEDIATE: no race to lose")
-    return database
-
-
-def _blocked_backends(database: db.Database) -> int:
-    with database.engine.connect() as conn:
-        found = conn.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar()
-    return int(found or 0)
 
 
 @contextmanager
@@ -57,7 +38,7 @@ def racing(
         worker = threading.Thread(target=lambda: answers.append(request()))
         worker.start()
         deadline = time.monotonic() + WAIT_SECONDS
-        while _blocked_backends(database) == 0:
+        while backends_waiting_for_locks(database) == 0:
             assert worker.is_alive(), "the request finished without waiting for the row"
             assert time.monotonic() < deadline, "the request never blocked on the row"
         session.commit()
