@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+import dripstone.tasks  # noqa: F401  (registers every domain: account set-up, tasks, job steps)
 from dripstone import db, migrations
 from dripstone.accounts import service as accounts
 from dripstone.config import ConfigError, Settings, load_settings
@@ -94,7 +95,6 @@ def worker(
     settings = _settings()
     migrations.upgrade(settings.resolved_database_url)
     configure_runtime(settings)
-    import dripstone.tasks  # noqa: F401
     from dripstone.jobs.ticker import Ticker
 
     recover_jobs(db.database())

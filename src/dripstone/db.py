@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from dripstone import clock
+from dripstone.wire import is_uuid
 
 READ_ONLY = "dripstone_read_only"
 AFTER_COMMIT = "dripstone_after_commit"
@@ -119,9 +119,6 @@ class PublicId:
 
 
 M = TypeVar("M")
-UUID_TEXT = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 
 
 RowLock = Literal["share", "change"]
@@ -153,7 +150,7 @@ class AccountScope:
     def by_uuid(self, model: type[M], public_id: str, lock: RowLock | None = None) -> M | None:
         """The row with this public id. Text that is not a UUID names nothing and is not
         looked up (ids in paths are free text; PostgreSQL refuses text holding NUL)."""
-        if not UUID_TEXT.fullmatch(public_id):
+        if not is_uuid(public_id):
             return None
         stmt = self.select(model).where(model.uuid == public_id.lower())  # type: ignore[attr-defined]
         return self.session.scalars(locked(stmt, lock)).one_or_none()

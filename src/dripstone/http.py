@@ -1,15 +1,21 @@
-"""Pieces every router uses: database sessions per request, envelopes, documented errors."""
+"""The HTTP edge every router stands on: database sessions per request, the account a
+request acts for (its API key), envelopes, documented errors."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from dripstone import db
+from dripstone.accounts import service as accounts
+from dripstone.accounts.models import Account
+from dripstone.db import AccountScope
+from dripstone.errors import Unauthorized
 
 T = TypeVar("T")
 
@@ -28,6 +34,54 @@ def read_session() -> Iterator[Session]:
 
 WriteSession = Annotated[Session, Depends(write_session, scope="function")]
 ReadSession = Annotated[Session, Depends(read_session, scope="function")]
+
+api_key_header = APIKeyHeader(
+    name="authorization",
+    auto_error=False,
+    description='"Token token=<API_KEY>" or "Bearer <API_KEY>"',
+)
+
+
+def _account(request: Request, session: Session, header: str | None) -> Account:
+    if not header:
+        raise Unauthorized("missing authorization header; send 'Token token=<API_KEY>'")
+    secret = accounts.key_in_header(header)
+    if secret is None:
+        raise Unauthorized(
+            "malformed authorization header; send 'Token token=<API_KEY>' or 'Bearer <API_KEY>'"
+        )
+    account = accounts.authenticate(session, secret)
+    if account is None:
+        raise Unauthorized("unknown or revoked API key")
+    username = request.path_params.get("username")
+    if username is not None and username != account.username:
+        raise Unauthorized("this API key does not belong to the account in the path")
+    return account
+
+
+def write_scope(
+    request: Request,
+    session: Annotated[Session, Depends(write_session, scope="function")],
+    header: Annotated[str | None, Security(api_key_header)],
+) -> AccountScope:
+    # Authenticate on a short read-only session: the write transaction (and on SQLite the
+    # write lock) then begins only at the service's first statement, not before the body
+    # has been validated.
+    with db.database().read_sessions() as auth_session:
+        account_id = _account(request, auth_session, header).id
+    return AccountScope(session, account_id)
+
+
+def read_scope(
+    request: Request,
+    session: Annotated[Session, Depends(read_session, scope="function")],
+    header: Annotated[str | None, Security(api_key_header)],
+) -> AccountScope:
+    return AccountScope(session, _account(request, session, header).id)
+
+
+WriteScope = Annotated[AccountScope, Depends(write_scope, scope="function")]
+ReadScope = Annotated[AccountScope, Depends(read_scope, scope="function")]
 
 
 class ErrorEnvelope(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,11 +14,21 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.accounts.models import Account, ApiKey
 from dripstone.errors import Conflict, Invalid, NotFound
-from dripstone.subscribers.service import create_default_list
 
 KEY_PREFIX_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
 _KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+# What other domains set up in every new account (the subscribers domain: its default list).
+# Registered by them, so that accounts, the lowest domain, imports none of them.
+AccountSetUp = Callable[[Session, int], object]
+_set_ups: list[AccountSetUp] = []
+
+
+def on_account_created(set_up: AccountSetUp) -> AccountSetUp:
+    """Register `set_up(session, account_id)` to run in the transaction creating an account."""
+    _set_ups.append(set_up)
+    return set_up
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,8 @@ def hash_key(secret: str) -> str:
 
 
 def create_account(session: Session, username: str) -> tuple[Account, IssuedKey]:
-    """Create an account with its default list and a first API key."""
+    """Create an account, set up by every domain that registered (its default list), with a
+    first API key."""
     if not USERNAME_PATTERN.fullmatch(username):
         raise Invalid(
             "username must be 2-63 characters: lowercase letters, digits, '-' or '_', "
@@ -46,7 +58,8 @@ def create_account(session: Session, username: str) -> tuple[Account, IssuedKey]
     account = Account(username=username)
     session.add(account)
     session.flush()
-    create_default_list(session, account.id)
+    for set_up in _set_ups:
+        set_up(session, account.id)
     return account, create_key(session, account)
 
 

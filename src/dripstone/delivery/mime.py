@@ -48,7 +48,6 @@ Public interface:
     new_message_id(domain) -> str                      `<unique@domain>`
     DkimKey(selector, domain, private_key, algorithm="rsa-sha256")
     UnsafeHeaderError(header, reason)                  a ValueError
-    fits_in_a_header(value) -> bool                    no line break or control character
 """
 
 from __future__ import annotations
@@ -67,6 +66,7 @@ from typing import Literal
 import dkim  # type: ignore[import-untyped]
 
 from dripstone.delivery.prepare import RenderedMessage
+from dripstone.wire import fits_in_a_header
 
 CRLF = b"\r\n"
 ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
@@ -76,7 +76,6 @@ _SEVEN_BIT = b"Content-Transfer-Encoding: 7bit\r\n"
 _QUOTED_PRINTABLE = b"Content-Transfer-Encoding: quoted-printable\r\n"
 _MAX_LINE = 998  # octets, RFC 5322 section 2.1.1
 # Line breaks of every kind (str.splitlines' too) and the other C0 controls; tab is allowed.
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _URL_FORBIDDEN = re.compile(r"[\s<>,\"]")
 _SHORT_SUBJECT = 78 - len("Subject: ")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 atext
@@ -107,11 +106,6 @@ class DkimKey:
         for name, value in (("selector", self.selector), ("domain", self.domain)):
             if not _DNS_NAME.fullmatch(value):
                 raise UnsafeHeaderError("DKIM-Signature", f"{value!r} is not a DKIM {name}")
-
-
-def fits_in_a_header(value: str) -> bool:
-    """Whether `value` has no line break or control character, so it stays in its header."""
-    return _UNSAFE.search(value) is None
 
 
 def _checked(header: str, value: str) -> str:

@@ -7,12 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from dripstone.accounts.api import ReadScope, WriteScope
 from dripstone.db import AccountScope
 from dripstone.drips import schemas, service
 from dripstone.drips.models import DripCampaign
 from dripstone.errors import BadRequest
-from dripstone.http import STANDARD_ERRORS, Data, Empty
+from dripstone.http import STANDARD_ERRORS, Data, Empty, ReadScope, WriteScope
 from dripstone.subscribers.models import SubscriptionList
 
 router = APIRouter(responses=STANDARD_ERRORS, tags=["drip campaigns"])

@@ -16,6 +16,8 @@ from datetime import timedelta
 from typing import Any, Literal, NoReturn, TypeAlias, TypeGuard, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dripstone.wire import is_uuid
+
 NodeKind: TypeAlias = Literal[
     "trigger", "email", "delay", "wait_until", "condition", "split", "action", "exit"
 ]
@@ -46,7 +48,6 @@ MAX_DELAY = timedelta(days=3660)
 MAX_TREE_SIZE = 10_000
 MAX_TREE_DEPTH = 200
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _UNIT_SECONDS: dict[str, int] = {
     "seconds": 1,
@@ -456,7 +457,7 @@ class _DataParser:
 
     def parse_email(self) -> Email:
         mailing_id = self.data.get("campaign_mailing_id")
-        if not isinstance(mailing_id, str) or not _UUID.fullmatch(mailing_id.lower()):
+        if not isinstance(mailing_id, str) or not is_uuid(mailing_id):
             self.fail("campaign_mailing_id", "campaign_mailing_id must be a mailing's uuid")
         return Email(
             mailing_id=mailing_id.lower(),

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, StringConstraints
 
-from dripstone.subscribers.schemas import NoNul, Strict, Uuid
+from dripstone.wire import NoNul, Strict, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
 

@@ -36,7 +36,6 @@ from dripstone.db import (
     matches_regex,
 )
 from dripstone.delivery import service as delivery
-from dripstone.delivery.mime import fits_in_a_header
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
@@ -55,9 +54,9 @@ from dripstone.subscribers.models import (
     SubscriptionEvent,
     SubscriptionList,
 )
-from dripstone.subscribers.schemas import normalize_email
 from dripstone.subscribers.selection import membership_condition
 from dripstone.tracking.models import TrackingEvent
+from dripstone.wire import fits_in_a_header, normalize_email
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +274,22 @@ def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
     campaign.deleted_at = clock.now()
     delivery.release_held(
         scope.session, _enrollment_ids(campaign), reason="the drip campaign was deleted"
+    )
+
+
+@subscribers.LIST_USES.register
+def _campaign_on_list(scope: AccountScope, lst: SubscriptionList) -> str | None:
+    # Deleting the list would delete the campaign and its enrollments with it.
+    campaign = scope.session.scalars(
+        scope.select(DripCampaign).where(
+            DripCampaign.subscription_list_id == lst.id, DripCampaign.deleted_at.is_(None)
+        )
+    ).first()
+    if campaign is None:
+        return None
+    return (
+        f"the drip campaign {campaign.name!r} ({campaign.uuid}) runs on this list: "
+        "delete the campaign first"
     )
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter
 
-from dripstone.accounts.api import ReadScope
 from dripstone.errors import NotFound
-from dripstone.http import STANDARD_ERRORS
+from dripstone.http import STANDARD_ERRORS, ReadScope
 from dripstone.jobs import service
 from dripstone.jobs.schemas import JobAttributes, JobEnvelope, JobResource
+from dripstone.wire import is_uuid
 
 router = APIRouter(responses=STANDARD_ERRORS, tags=["jobs"])
-_JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @router.get("/jobs/{jid}")
@@ -21,7 +18,7 @@ def get_job(jid: str, scope: ReadScope) -> JobEnvelope:
     """Kind, state and progress of a background job this API returned."""
     # Job ids are UUIDs; anything else names no job and is not looked up (PostgreSQL refuses
     # text holding a NUL character, which a path can carry as %00).
-    job = service.get_job(scope, jid) if _JOB_ID.fullmatch(jid) else None
+    job = service.get_job(scope, jid) if is_uuid(jid) else None
     if job is None:
         raise NotFound(f"job {jid} not found", field="jid")
     return JobEnvelope(

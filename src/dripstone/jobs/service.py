@@ -117,15 +117,24 @@ def cancel_job(session: Session, job: Job) -> bool:
     return bool(cancelled.rowcount == 1)  # type: ignore[attr-defined]
 
 
+# Puts a job on the queue to run after a delay: the queue task is defined in tasks.py, which
+# imports this module, so it registers itself here rather than being imported.
+QueueJob = Callable[[str, float], None]
+_queue_job: QueueJob | None = None
+
+
+def queue_jobs_with(queue_job: QueueJob) -> QueueJob:
+    """Register how a job id is put on the queue (done once, by jobs/tasks.py)."""
+    global _queue_job
+    _queue_job = queue_job
+    return queue_job
+
+
 def enqueue(jid: str, delay_seconds: float = 0) -> None:
     """Put `jid` on the queue (the record must already be committed)."""
-    # tasks.py imports this module; importing it here keeps the import graph one-way.
-    from dripstone.jobs.tasks import run_job
-
-    if delay_seconds > 0:
-        run_job.schedule((jid,), delay=delay_seconds)
-    else:
-        run_job(jid)
+    if _queue_job is None:
+        raise RuntimeError("no job queue registered: import dripstone.tasks first")
+    _queue_job(jid, delay_seconds)
 
 
 def get_job(scope: AccountScope, jid: str) -> Job | None:

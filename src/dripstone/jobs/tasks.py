@@ -15,6 +15,14 @@ def run_job(jid: str) -> None:
     service.execute_job(db.database(), jid)
 
 
+@service.queue_jobs_with
+def _queue_job(jid: str, delay_seconds: float) -> None:
+    if delay_seconds > 0:
+        run_job.schedule((jid,), delay=delay_seconds)
+    else:
+        run_job(jid)
+
+
 @huey.periodic_task(crontab(minute="*"), name="recover_jobs")  # type: ignore[untyped-decorator]
 def recover_jobs() -> None:
     service.recover_jobs(db.database())

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 
-from dripstone.accounts.api import ReadScope, WriteScope
 from dripstone.db import AccountScope
 from dripstone.errors import BadRequest
 from dripstone.http import (
@@ -20,11 +19,13 @@ from dripstone.http import (
     ErrorEnvelope,
     ErrorsList,
     ErrorsString,
+    ReadScope,
+    WriteScope,
 )
 from dripstone.mailings import schemas, service
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import DynamicList, SubscriptionList
-from dripstone.subscribers.schemas import Email
+from dripstone.wire import Email
 
 router = APIRouter(responses=STANDARD_ERRORS)
 

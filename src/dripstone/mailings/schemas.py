@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
-from dripstone.delivery.mime import fits_in_a_header
-from dripstone.subscribers.schemas import Email, Name, NoNul, Strict, Uuid
+from dripstone.wire import Email, HeaderName, Name, NoNul, Strict, Uuid
 
 MAX_RECIPIENT_EMAILS = 50
 MAX_PART_LENGTH = 2_000_000
@@ -19,17 +18,7 @@ Subject = Annotated[
 Part = Annotated[str, StringConstraints(max_length=MAX_PART_LENGTH), NoNul]
 TemplateType = Annotated[str, StringConstraints(min_length=1, max_length=32), NoNul]
 
-
-def _header_text(value: str) -> str:
-    if not fits_in_a_header(value):
-        raise ValueError("must not contain line breaks or control characters")
-    return value
-
-
-# A display name that goes into the From header as it is.
-SenderName = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_header_text)
-]
+SenderName = HeaderName
 
 
 def _time_text(value: object) -> str:

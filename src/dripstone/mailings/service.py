@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.db import (
     INVALID_REGULAR_EXPRESSION,
-    UUID_TEXT,
     AccountScope,
     UTCDateTime,
     matches_regex,
@@ -39,6 +38,7 @@ from dripstone.subscribers.service import (
     referenced_list,
     segment_selection,
 )
+from dripstone.wire import is_uuid
 
 SEND_JOB = "campaign_send"
 SCHEDULED, QUEUEING, SENDING, SENT = "scheduled", "queueing", "sending", "sent"
@@ -389,7 +389,7 @@ def mailing_by_subject(scope: AccountScope, subject: str | None) -> CampaignMail
 def cancel_schedule(scope: AccountScope, jid: str) -> CampaignMailingSend:
     """Cancel a scheduled send that has not begun (404 unknown, 422 already begun)."""
     send: CampaignMailingSend | None = None
-    if UUID_TEXT.fullmatch(jid):  # a jid is a UUID; other text names nothing
+    if is_uuid(jid):  # a jid is a UUID; other text names nothing
         send = scope.session.scalars(
             scope.select(CampaignMailingSend).where(CampaignMailingSend.job_id == jid.lower())
         ).one_or_none()

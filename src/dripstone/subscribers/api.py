@@ -7,17 +7,26 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import TypeAdapter, ValidationError
 
-from dripstone.accounts.api import ReadScope, WriteScope
 from dripstone.db import AccountScope
 from dripstone.errors import BadRequest, DripstoneError
-from dripstone.http import ERRORS_LIST_QUIRK, STANDARD_ERRORS, Data, Empty, ErrorsList, ErrorsString
+from dripstone.http import (
+    ERRORS_LIST_QUIRK,
+    STANDARD_ERRORS,
+    Data,
+    Empty,
+    ErrorsList,
+    ErrorsString,
+    ReadScope,
+    WriteScope,
+)
 from dripstone.jobs.schemas import JidEnvelope, JidEnvelopeData
 from dripstone.subscribers import schemas, service
 from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
+from dripstone.wire import UUID_PATTERN, Uuid
 
 router = APIRouter(responses=STANDARD_ERRORS)
 
-_uuid = TypeAdapter(schemas.Uuid)
+_uuid = TypeAdapter(Uuid)
 SearchQuery = Annotated[
     str | None,
     Query(
@@ -54,7 +63,7 @@ def list_subscribers(
         "first_name", "last_name", "email", "created_at", "updated_at"
     ] = "created_at",
     order: Literal["asc", "desc"] = "desc",
-    subscription_list_id: Annotated[str | None, Query(pattern=schemas.UUID_PATTERN)] = None,
+    subscription_list_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
 ) -> Data[list[schemas.SubscriberResource]]:
     """Subscribers of the account (or of one list), a page at a time."""
     found = service.list_subscribers(
@@ -111,7 +120,7 @@ def bulk_create_subscribers(
 def bulk_delete_subscribers(
     scope: WriteScope,
     subscriber_ids: Annotated[str, Query(min_length=1, description="comma-separated ids")],
-    subscription_list_id: Annotated[str | None, Query(pattern=schemas.UUID_PATTERN)] = None,
+    subscription_list_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
 ) -> Empty:
     """Delete subscribers, or with subscription_list_id only take them off that list."""
     ids = [part.strip() for part in subscriber_ids.split(",") if part.strip()]

@@ -8,39 +8,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
+from dripstone.wire import Email, Name, NoNul, Strict, Uuid
+
 MAX_BULK_ROWS = 10_000
-MAX_EMAIL_LENGTH = 320
 MAX_FILTER_TERMS = 500  # keeps SQLite under its expression depth limit of 1000
-
-
-def normalize_email(value: str) -> str:
-    """A valid address, lower-cased so that uniqueness is case-insensitive."""
-    try:
-        result = validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
-    normalized = result.normalized.lower()
-    if len(normalized) > MAX_EMAIL_LENGTH:  # lower-casing can lengthen some characters
-        raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
-    return normalized
-
-
-def no_nul(value: str) -> str:
-    """Text without NUL characters (PostgreSQL cannot store them; no one means to send them)."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL (U+0000) characters")
-    return value
 
 
 def normalize_phone(value: str) -> str:
@@ -62,15 +42,7 @@ def _custom_value(value: Any) -> str:
     raise ValueError("custom field values must be strings, numbers or booleans")
 
 
-Email = Annotated[
-    str,
-    StringConstraints(max_length=MAX_EMAIL_LENGTH),
-    AfterValidator(normalize_email),
-    Field(json_schema_extra={"format": "email"}),
-]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
-NoNul = AfterValidator(no_nul)
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
 FieldName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
 ]
@@ -78,16 +50,9 @@ CustomValue = Annotated[
     str, BeforeValidator(_custom_value), StringConstraints(max_length=10_000), NoNul
 ]
 CustomFields = Annotated[list[dict[FieldName, CustomValue]], Field(max_length=200)]
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-# Ids are stored lower-case; a client that upper-cases one still names the same row.
-Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(str.lower)]
 ListName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
 ]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- subscribers -------------------------------------------------------------------------

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
+from dripstone.accounts import service as accounts
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
-from dripstone.drips.models import DripCampaign
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
+from dripstone.references import Uses
 from dripstone.subscribers import schemas
 from dripstone.subscribers.models import (
     CustomFieldType,
@@ -35,6 +35,7 @@ from dripstone.subscribers.selection import (
     search_condition,
     selected_ids_after,
 )
+from dripstone.wire import is_uuid
 
 DEFAULT_LIST_NAME = "All contacts"
 BULK_SUBSCRIPTION_JOB = "bulk_subscription"
@@ -47,21 +48,11 @@ ORDERABLE = {
 }
 # Keep each IN (...) well under SQLite's bound-parameter limit.
 IN_CHUNK = 5000
-_PUBLIC_ID = re.compile(schemas.UUID_PATTERN)
-M = TypeVar("M")
 
 
 def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _by_public_id(scope: AccountScope, model: type[M], public_id: str) -> M | None:
-    """The row with this public id. An id that is not a UUID names nothing: it is not looked up
-    (path ids are free text, and PostgreSQL refuses text with a NUL character in it)."""
-    if not _PUBLIC_ID.fullmatch(public_id):
-        return None
-    return scope.by_uuid(model, public_id.lower())
 
 
 @contextmanager
@@ -81,6 +72,11 @@ def _unique(scope: AccountScope, clash: Callable[[], None]) -> Iterator[None]:
 # --- lists ---------------------------------------------------------------------------------
 
 
+# Domains whose rows point at a list (drip campaigns) register here; such a list stays.
+LIST_USES: Uses[SubscriptionList] = Uses()
+
+
+@accounts.on_account_created
 def create_default_list(session: Session, account_id: int) -> SubscriptionList:
     default = SubscriptionList(account_id=account_id, name=DEFAULT_LIST_NAME, is_default=True)
     session.add(default)
@@ -96,7 +92,7 @@ def default_list(scope: AccountScope) -> SubscriptionList:
 
 def get_list(scope: AccountScope, list_id: str) -> SubscriptionList:
     """The list with public id `list_id` (404 when this account has none)."""
-    found = _by_public_id(scope, SubscriptionList, list_id)
+    found = scope.by_uuid(SubscriptionList, list_id)
     if found is None:
         raise NotFound(f"subscription list {list_id} not found", field="id")
     return found
@@ -104,7 +100,7 @@ def get_list(scope: AccountScope, list_id: str) -> SubscriptionList:
 
 def referenced_list(scope: AccountScope, list_id: str, field: str) -> SubscriptionList:
     """A list named in a request body or query (422 naming `field` when unknown)."""
-    found = _by_public_id(scope, SubscriptionList, list_id)
+    found = scope.by_uuid(SubscriptionList, list_id)
     if found is None:
         raise Invalid(f"{field}: no subscription list {list_id} in this account", field=field)
     return found
@@ -178,18 +174,7 @@ def delete_list(scope: AccountScope, list_id: str) -> None:
     lst = get_list(scope, list_id)
     if lst.is_default:
         raise Invalid("the default list (All contacts) cannot be deleted", field="id")
-    campaign = scope.session.scalars(
-        scope.select(DripCampaign).where(
-            DripCampaign.subscription_list_id == lst.id, DripCampaign.deleted_at.is_(None)
-        )
-    ).first()
-    if campaign is not None:
-        # Deleting the list would delete the campaign and its enrollments with it.
-        raise Invalid(
-            f"the drip campaign {campaign.name!r} ({campaign.uuid}) runs on this list: "
-            "delete the campaign first",
-            field="id",
-        )
+    LIST_USES.refuse_delete_if_used(scope, lst, field="id")
     scope.session.delete(lst)
     scope.session.flush()
 
@@ -267,7 +252,7 @@ def _rejoin(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence
 
 
 def get_subscriber(scope: AccountScope, subscriber_id: str) -> Subscriber:
-    found = _by_public_id(scope, Subscriber, subscriber_id)
+    found = scope.by_uuid(Subscriber, subscriber_id)
     if found is None:
         raise NotFound(f"subscriber {subscriber_id} not found", field="id")
     return found
@@ -635,7 +620,7 @@ def list_subscriptions(scope: AccountScope) -> list[schemas.SubscriptionRecord]:
 
 def get_subscription(scope: AccountScope, subscription_id: str) -> schemas.SubscriptionRecord:
     stmt = scope.select(Subscription).where(Subscription.uuid == subscription_id)
-    records = _records(scope, stmt) if _PUBLIC_ID.fullmatch(subscription_id) else []
+    records = _records(scope, stmt) if is_uuid(subscription_id) else []
     if not records:
         raise NotFound(f"subscription {subscription_id} not found", field="id")
     return records[0]
@@ -696,9 +681,7 @@ def create_subscription(
 
 def cancel_subscription(scope: AccountScope, subscription_id: str) -> schemas.SubscriptionRecord:
     stmt = scope.select(Subscription).where(Subscription.uuid == subscription_id)
-    subscription = (
-        scope.session.scalars(stmt).first() if _PUBLIC_ID.fullmatch(subscription_id) else None
-    )
+    subscription = scope.session.scalars(stmt).first() if is_uuid(subscription_id) else None
     if subscription is None:
         raise NotFound(f"subscription {subscription_id} not found", field="id")
     if subscription.unsubscribed_at is None:
@@ -827,14 +810,14 @@ def _bulk_change_batch(session: Session, job: Job, batch_size: int) -> StepResul
 
 
 def referenced_dynamic_list(scope: AccountScope, list_id: str, field: str) -> DynamicList:
-    found = _by_public_id(scope, DynamicList, list_id)
+    found = scope.by_uuid(DynamicList, list_id)
     if found is None:
         raise Invalid(f"{field}: no dynamic list {list_id} in this account", field=field)
     return found
 
 
 def get_dynamic_list(scope: AccountScope, list_id: str) -> DynamicList:
-    found = _by_public_id(scope, DynamicList, list_id)
+    found = scope.by_uuid(DynamicList, list_id)
     if found is None:
         raise NotFound(f"dynamic list {list_id} not found", field="id")
     return found

@@ -1,0 +1,75 @@
+"""Wire types every domain shares: public ids, addresses, names, header-safe text.
+
+Neutral ground: this module imports no other part of Dripstone, so any domain, the pure
+drip core included, may build on it without pulling another domain in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_EMAIL_LENGTH = 320
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID = re.compile(UUID_PATTERN)
+# Line breaks and control characters (tab aside), which would end or split a header.
+_UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def is_uuid(text: str) -> bool:
+    """Whether `text` is a UUID in any case: the only text that can name a public id."""
+    return _UUID.fullmatch(text) is not None
+
+
+def normalize_email(value: str) -> str:
+    """A valid address, lower-cased so that uniqueness is case-insensitive."""
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    normalized = result.normalized.lower()
+    if len(normalized) > MAX_EMAIL_LENGTH:  # lower-casing can lengthen some characters
+        raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
+    return normalized
+
+
+def no_nul(value: str) -> str:
+    """Text without NUL characters (PostgreSQL cannot store them; no one means to send them)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+def fits_in_a_header(value: str) -> bool:
+    """Whether `value` has no line break or control character, so it stays in its header."""
+    return _UNSAFE_IN_HEADER.search(value) is None
+
+
+def _header_text(value: str) -> str:
+    if not fits_in_a_header(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(normalize_email),
+    Field(json_schema_extra={"format": "email"}),
+]
+NoNul = AfterValidator(no_nul)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
+# Ids are stored lower-case; a client that upper-cases one still names the same row.
+Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(str.lower)]
+# A display name that goes into a header (From) as it is.
+HeaderName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_header_text)
+]
