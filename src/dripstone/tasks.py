@@ -5,7 +5,7 @@ from dripstone.drips import tasks as drips_tasks
 from dripstone.idempotency import tasks as idempotency_tasks
 from dripstone.jobs import tasks as jobs_tasks
 from dripstone.mailings import service as mailings_service
-from dripstone.subscribers import service as subscribers_service
+from dripstone.subscribers import subscriptions as subscriptions_service
 
 __all__ = [
     "delivery_tasks",
@@ -13,5 +13,5 @@ __all__ = [
     "idempotency_tasks",
     "jobs_tasks",
     "mailings_service",
-    "subscribers_service",
+    "subscriptions_service",
 ]

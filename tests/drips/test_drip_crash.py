@@ -24,7 +24,7 @@ from dripstone.drips.models import DripEnrollment
 from dripstone.jobs.queue import configure_queue
 from dripstone.mailings import schemas as mailing_schemas
 from dripstone.mailings import service as mailings
-from dripstone.subscribers import schemas, service
+from dripstone.subscribers import lists, schemas, service
 from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, node
@@ -49,7 +49,7 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         scope = AccountScope(session, account.id)
         rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
         service.bulk_create(scope, rows, None)
-        everyone = service.default_list(scope).uuid
+        everyone = lists.default_list(scope).uuid
         ids = {}
         for subject in ("First", "Second"):
             fields = mailing_schemas.MailingFields.model_validate(

@@ -20,7 +20,7 @@ from dripstone.db import AccountScope
 from dripstone.jobs import service as jobs
 from dripstone.jobs.models import Job
 from dripstone.jobs.queue import configure_queue
-from dripstone.subscribers import schemas, service
+from dripstone.subscribers import lists, schemas, service, subscriptions
 from dripstone.subscribers.models import Subscriber
 from tests.conftest import SECRET
 from tests.processes import Processes, queue_url, wait_until
@@ -77,10 +77,10 @@ def test_a_job_killed_mid_run_finishes_after_restart_with_every_subscriber_done_
         scope = AccountScope(session, account.id)
         rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
         service.bulk_create(scope, rows, None)
-        everyone = service.default_list(scope).uuid
+        everyone = lists.default_list(scope).uuid
     with database.transaction() as session:
-        request = service.BulkSelectionRequest(everyone, "*", [], [])
-        jid = service.start_bulk_change(
+        request = subscriptions.BulkSelectionRequest(everyone, "*", [], [])
+        jid = subscriptions.start_bulk_change(
             AccountScope(session, account.id), "unsubscribe", request, dynamic=False
         ).id
 

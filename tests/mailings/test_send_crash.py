@@ -23,7 +23,7 @@ from dripstone.jobs.models import Job
 from dripstone.jobs.queue import configure_queue
 from dripstone.mailings import schemas as mailing_schemas
 from dripstone.mailings import service as mailings
-from dripstone.subscribers import schemas, service
+from dripstone.subscribers import lists, schemas, service
 from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.mailings.helpers import HTML, parsed
@@ -53,7 +53,7 @@ def test_a_send_killed_mid_way_reaches_every_subscriber_once(
         scope = AccountScope(session, account.id)
         rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
         service.bulk_create(scope, rows, None)
-        everyone = service.default_list(scope).uuid
+        everyone = lists.default_list(scope).uuid
         fields = mailing_schemas.MailingFields.model_validate(
             {"subject": "Hello {{ email }}", "html_part": HTML, "from": "news@example.com"}
         )

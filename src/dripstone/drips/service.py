@@ -45,7 +45,8 @@ from dripstone.errors import BadRequest, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
 from dripstone.mailings.models import CampaignMailing
-from dripstone.subscribers import service as subscribers
+from dripstone.subscribers import custom_fields, membership, subscriptions
+from dripstone.subscribers import lists as subscription_lists
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -166,7 +167,7 @@ def _apply(scope: AccountScope, campaign: DripCampaign, fields: CampaignFields) 
     if fields.name is not None:
         campaign.name = fields.name
     if fields.subscription_list_id is not None:
-        lst = subscribers.referenced_list(
+        lst = subscription_lists.referenced_list(
             scope, fields.subscription_list_id, "subscription_list_id"
         )
         if campaign.state != DRAFT and campaign.subscription_list_id not in (None, lst.id):
@@ -277,7 +278,7 @@ def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
     )
 
 
-@subscribers.LIST_USES.register
+@subscription_lists.LIST_USES.register
 def _campaign_on_list(scope: AccountScope, lst: SubscriptionList) -> str | None:
     # Deleting the list would delete the campaign and its enrollments with it.
     campaign = scope.session.scalars(
@@ -949,10 +950,10 @@ def _act(
     """Carry out an action node; True when the subscriber has left (unsubscribe)."""
     scope = AccountScope(session, campaign.account_id)
     if effect.do == "unsubscribe":
-        subscribers.change_subscriptions(scope, "unsubscribe", [person.uuid], None)
+        subscriptions.change_subscriptions(scope, "unsubscribe", [person.uuid], None)
         return True
     if effect.do == "set_field" and effect.name is not None:
-        subscribers.set_custom_field(scope, person.id, effect.name, effect.value or "")
+        custom_fields.set_custom_field(scope, person.id, effect.name, effect.value or "")
         person.fields[f"custom.{effect.name}"] = effect.value
         return False
     lst = scope.by_uuid(SubscriptionList, effect.list_id or "")
@@ -960,10 +961,10 @@ def _act(
         log.warning("drip action %s: list %s no longer exists", effect.node_id, effect.list_id)
         return False
     if effect.do == "add_to_list":
-        subscribers.add_to_list(scope, lst, [person.id])
+        membership.add_to_list(scope, lst, [person.id])
         person.lists.add(lst.uuid)
     elif effect.do == "remove_from_list":
-        subscribers.change_subscriptions(scope, "unsubscribe", [person.uuid], [lst.uuid])
+        subscriptions.change_subscriptions(scope, "unsubscribe", [person.uuid], [lst.uuid])
         person.lists.discard(lst.uuid)
     return False
 

@@ -30,14 +30,10 @@ from dripstone.jobs.models import Job
 from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
 from dripstone.mailings import schemas
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
+from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.models import DynamicList, Subscriber, SubscriptionList
+from dripstone.subscribers.segments import referenced_dynamic_list, segment_selection
 from dripstone.subscribers.selection import Selection, selection_condition
-from dripstone.subscribers.service import (
-    default_list,
-    referenced_dynamic_list,
-    referenced_list,
-    segment_selection,
-)
 from dripstone.wire import is_uuid
 
 SEND_JOB = "campaign_send"

@@ -20,7 +20,7 @@ from dripstone.http import (
     WriteScope,
 )
 from dripstone.jobs.schemas import JidEnvelope, JidEnvelopeData
-from dripstone.subscribers import schemas, service
+from dripstone.subscribers import custom_fields, lists, schemas, segments, service, subscriptions
 from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
 from dripstone.wire import UUID_PATTERN, Uuid
 
@@ -152,7 +152,7 @@ def _field_type(field_type: CustomFieldType) -> schemas.CustomFieldTypeResource:
 @router.get("/subscriber_custom_field_types", tags=["subscribers"])
 def list_custom_field_types(scope: ReadScope) -> Data[list[schemas.CustomFieldTypeResource]]:
     """The account's custom fields."""
-    return Data(data=[_field_type(f) for f in service.list_field_types(scope)])
+    return Data(data=[_field_type(f) for f in custom_fields.list_field_types(scope)])
 
 
 @router.post("/subscriber_custom_field_types", tags=["subscribers"])
@@ -160,7 +160,7 @@ def create_custom_field_type(
     body: schemas.CustomFieldTypeWrite, scope: WriteScope
 ) -> Data[schemas.CustomFieldTypeResource]:
     """Define a custom field (fields named in subscriber custom_fields are created on use too)."""
-    created = service.create_field_type(scope, body.subscriber_custom_field_type.name)
+    created = custom_fields.create_field_type(scope, body.subscriber_custom_field_type.name)
     return Data(data=_field_type(created))
 
 
@@ -170,7 +170,7 @@ def create_custom_field_type(
 @router.get("/subscription_lists", tags=["subscription_lists"])
 def list_subscription_lists(scope: ReadScope) -> Data[list[schemas.ListResource]]:
     """Every list of the account, the default list (All contacts) first."""
-    return Data(data=[_list(lst, count) for lst, count in service.list_lists(scope)])
+    return Data(data=[_list(lst, count) for lst, count in lists.list_lists(scope)])
 
 
 @router.post("/subscription_lists", tags=["subscription_lists"])
@@ -178,7 +178,7 @@ def create_subscription_list(
     body: schemas.ListWrite, scope: WriteScope
 ) -> Data[schemas.ListResource]:
     """Create a list; names are unique in the account and may not be 'default'."""
-    return Data(data=_list(service.create_list(scope, body.list_name), 0))
+    return Data(data=_list(lists.create_list(scope, body.list_name), 0))
 
 
 @router.put("/subscription_lists/{id}", tags=["subscription_lists"])
@@ -187,14 +187,14 @@ def rename_subscription_list(
     id: str, body: schemas.ListWrite, scope: WriteScope
 ) -> Data[schemas.ListResource]:
     """Rename a list."""
-    lst = service.rename_list(scope, id, body.list_name)
-    return Data(data=_list(lst, service.list_count(scope, lst)))
+    lst = lists.rename_list(scope, id, body.list_name)
+    return Data(data=_list(lst, lists.list_count(scope, lst)))
 
 
 @router.delete("/subscription_lists/{id}", tags=["subscription_lists"])
 def delete_subscription_list(id: str, scope: WriteScope) -> Empty:
     """Delete a list and its memberships (not its subscribers). The default list stays."""
-    service.delete_list(scope, id)
+    lists.delete_list(scope, id)
     return Empty()
 
 
@@ -204,7 +204,7 @@ def delete_subscription_list(id: str, scope: WriteScope) -> Empty:
 @router.get("/subscriptions", tags=["subscriptions"])
 def list_subscriptions(scope: ReadScope) -> Data[list[schemas.SubscriptionRecord]]:
     """Every subscription (subscriber-list membership) of the account, not paginated."""
-    return Data(data=service.list_subscriptions(scope))
+    return Data(data=subscriptions.list_subscriptions(scope))
 
 
 @router.post("/subscriptions", tags=["subscriptions"], openapi_extra=ERRORS_LIST_QUIRK)
@@ -213,7 +213,7 @@ def create_subscription(
 ) -> Data[schemas.SubscriptionRecord] | ErrorsList:
     """Subscribe a subscriber to a list. Refusals answer 200 with `errors`, as Paubox does."""
     try:
-        record = service.create_subscription(
+        record = subscriptions.create_subscription(
             scope, body.subscription.subscription_list_id, body.subscription.subscriber_id
         )
     except DripstoneError as exc:
@@ -224,13 +224,13 @@ def create_subscription(
 @router.get("/subscriptions/{uuid}", tags=["subscriptions"])
 def get_subscription(uuid: str, scope: ReadScope) -> Data[schemas.SubscriptionRecord]:
     """One subscription."""
-    return Data(data=service.get_subscription(scope, uuid))
+    return Data(data=subscriptions.get_subscription(scope, uuid))
 
 
 @router.delete("/subscriptions/{uuid}", tags=["subscriptions"])
 def delete_subscription(uuid: str, scope: WriteScope) -> Data[schemas.SubscriptionRecord]:
     """Unsubscribe: stamps unsubscribed_at and keeps the record."""
-    return Data(data=service.cancel_subscription(scope, uuid))
+    return Data(data=subscriptions.cancel_subscription(scope, uuid))
 
 
 def _change(
@@ -240,7 +240,7 @@ def _change(
     list_ids: list[str] | None,
 ) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
     try:
-        changed = service.change_subscriptions(scope, action, subscriber_ids, list_ids)
+        changed = subscriptions.change_subscriptions(scope, action, subscriber_ids, list_ids)
     except DripstoneError as exc:
         scope.session.rollback()
         return ErrorsString(errors=exc.message)
@@ -273,14 +273,14 @@ def _bulk(
     if body.subscriber_ids is not None:
         return _change(scope, action, body.subscriber_ids, None)
     assert body.from_subscription_list_id is not None  # the schema requires one of the two
-    request = service.BulkSelectionRequest(
+    request = subscriptions.BulkSelectionRequest(
         list_id=body.from_subscription_list_id,
         search=body.search,
         filters=[[c.model_dump() for c in group] for group in body.filters],
         except_ids=body.except_ids,
     )
     try:
-        job = service.start_bulk_change(scope, action, request, dynamic=dynamic)
+        job = subscriptions.start_bulk_change(scope, action, request, dynamic=dynamic)
     except DripstoneError as exc:
         scope.session.rollback()
         return ErrorsString(errors=exc.message)
@@ -322,10 +322,10 @@ def _dynamic(scope: AccountScope, segment: DynamicList) -> schemas.DynamicListRe
         id=segment.uuid,
         attributes=schemas.DynamicListAttributes(
             name=segment.name,
-            subscription_list_id=service.list_uuid(scope, segment.subscription_list_id),
+            subscription_list_id=lists.list_uuid(scope, segment.subscription_list_id),
             search=segment.search,
             filters=segment.filters,
-            subscriber_count=service.dynamic_list_count(scope, segment),
+            subscriber_count=segments.dynamic_list_count(scope, segment),
             created_at=segment.created_at,
             updated_at=segment.updated_at,
         ),
@@ -335,7 +335,7 @@ def _dynamic(scope: AccountScope, segment: DynamicList) -> schemas.DynamicListRe
 @router.get("/dynamic_lists", tags=["dynamic_lists"])
 def list_dynamic_lists(scope: ReadScope) -> Data[list[schemas.DynamicListResource]]:
     """Saved segments with their live subscriber counts."""
-    return Data(data=[_dynamic(scope, d) for d in service.list_dynamic_lists(scope)])
+    return Data(data=[_dynamic(scope, d) for d in segments.list_dynamic_lists(scope)])
 
 
 @router.post("/dynamic_lists", tags=["dynamic_lists"])
@@ -343,13 +343,13 @@ def create_dynamic_list(
     body: schemas.DynamicListWrite, scope: WriteScope
 ) -> Data[schemas.DynamicListResource]:
     """Save a segment: a list (default: All contacts) narrowed by search and filters."""
-    return Data(data=_dynamic(scope, service.save_dynamic_list(scope, body.dynamic_list)))
+    return Data(data=_dynamic(scope, segments.save_dynamic_list(scope, body.dynamic_list)))
 
 
 @router.get("/dynamic_lists/{id}", tags=["dynamic_lists"])
 def get_dynamic_list(id: str, scope: ReadScope) -> Data[schemas.DynamicListResource]:
     """One segment."""
-    return Data(data=_dynamic(scope, service.get_dynamic_list(scope, id)))
+    return Data(data=_dynamic(scope, segments.get_dynamic_list(scope, id)))
 
 
 @router.put("/dynamic_lists/{id}", tags=["dynamic_lists"])
@@ -357,11 +357,11 @@ def update_dynamic_list(
     id: str, body: schemas.DynamicListWrite, scope: WriteScope
 ) -> Data[schemas.DynamicListResource]:
     """Replace a segment's definition."""
-    return Data(data=_dynamic(scope, service.save_dynamic_list(scope, body.dynamic_list, id)))
+    return Data(data=_dynamic(scope, segments.save_dynamic_list(scope, body.dynamic_list, id)))
 
 
 @router.delete("/dynamic_lists/{id}", tags=["dynamic_lists"])
 def delete_dynamic_list(id: str, scope: WriteScope) -> Empty:
     """Delete a segment (its subscribers stay)."""
-    service.delete_dynamic_list(scope, id)
+    segments.delete_dynamic_list(scope, id)
     return Empty()

@@ -12,7 +12,7 @@ from dripstone.db import AccountScope
 from dripstone.delivery.models import Delivery
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.subscribers.models import Subscriber, SubscriptionList
-from dripstone.subscribers.service import change_subscriptions
+from dripstone.subscribers.subscriptions import change_subscriptions
 from dripstone.tracking.models import TrackingEvent
 
 OPEN, CLICK, UNSUBSCRIBE = "open", "click", "unsubscribe"
