@@ -1,17 +1,22 @@
-"""Every domain's Huey tasks and job steps; importing this module registers them all."""
+"""Every domain's registrations: Huey tasks, job steps, what each kind of delivery says,
+account set-up. Importing this module registers them all."""
 
 from dripstone.delivery import tasks as delivery_tasks
+from dripstone.drips import outgoing as drips_outgoing
 from dripstone.drips import tasks as drips_tasks
 from dripstone.idempotency import tasks as idempotency_tasks
 from dripstone.jobs import tasks as jobs_tasks
+from dripstone.mailings import outgoing as mailings_outgoing
 from dripstone.mailings import service as mailings_service
 from dripstone.subscribers import subscriptions as subscriptions_service
 
 __all__ = [
     "delivery_tasks",
+    "drips_outgoing",
     "drips_tasks",
     "idempotency_tasks",
     "jobs_tasks",
+    "mailings_outgoing",
     "mailings_service",
     "subscriptions_service",
 ]

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.config import Settings
 from dripstone.db import Database, UTCDateTime
+from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
 from dripstone.delivery.mime import DkimKey, MessageFrame, UnsafeHeaderError, new_message_id
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.prepare import PreparedMailing
@@ -51,8 +52,6 @@ from dripstone.delivery.transports import (
     TransportOptions,
     open_transport,
 )
-from dripstone.drips.models import DripCampaign, DripEnrollment
-from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -67,11 +66,6 @@ DELIVERED, SOFT_BOUNCED, HARD_BOUNCED = "delivered", "soft_bounced", "hard_bounc
 SKIPPED, FAILED, HELD = "skipped", "failed", "held"
 FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
 BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
-
-CAMPAIGN, PREVIEW, TEST, DRIP = "campaign", "preview", "test", "drip"
-# Messages to list members: the list's opt-outs apply to them, and they are tracked.
-TO_MEMBERS = (CAMPAIGN, DRIP)
-TEST_SUBJECT_PREFIX = "[Test] "
 
 
 @dataclass(frozen=True)
@@ -134,18 +128,6 @@ class Pipeline:
                 self._prepared.clear()
             self._prepared[key] = (prepared, frame)
         return prepared, frame
-
-
-@dataclass(frozen=True)
-class Content:
-    """What a message says and who it is from, before merge tags."""
-
-    subject: str
-    html: str | None
-    text: str | None
-    from_email: str | None
-    from_name: str | None
-    reply_to: str | None
 
 
 _pipeline: Pipeline | None = None
@@ -248,14 +230,14 @@ class _Due:
 
     id: int
     account_id: int
-    kind: str
+    kind: DeliveryKind
     email: str
     tracked: bool
     attempts: int
     created_at: datetime
     message_id: str | None
     content_key: tuple[Any, ...]
-    content: Content | None
+    content: Content
     recipient: Recipient
     skip_reason: str | None = None
     held: bool = False
@@ -437,17 +419,15 @@ def _mark_sending(
 
 
 def _envelope_from(active: Pipeline, delivery: _Due) -> str:
-    assert delivery.content is not None
     return delivery.content.from_email or active.default_from_email
 
 
 def _build(active: Pipeline, delivery: _Due) -> bytes | None:
-    assert delivery.content is not None
     try:
         prepared, frame = active.prepared(delivery.content_key, delivery.content)
         if delivery.tracked:
             rendered = prepared.render(delivery.recipient, delivery.id)
-        elif delivery.kind == PREVIEW or delivery.kind == TEST:
+        elif delivery.kind in (DeliveryKind.PREVIEW, DeliveryKind.TEST):
             rendered = prepared.render(delivery.recipient, None, tracked=False)
         else:
             rendered = prepared.render(delivery.recipient, delivery.id, tracked=False)
@@ -712,12 +692,8 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Subscriber.last_name,
             Subscriber.phone_number,
             Subscriber.opted_out_on,
-            DripCampaign.state.label("drip_state"),
-            DripCampaign.deleted_at.label("drip_deleted_at"),
         )
         .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .outerjoin(DripEnrollment, DripEnrollment.id == Delivery.drip_enrollment_id)
-        .outerjoin(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.id)
     ).all()
@@ -726,10 +702,25 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     left = _unsubscribed_pairs(connection, rows)
     suppressed = _suppressed(connection, rows)
     opted_out = _opted_out_addresses(connection, rows)
-    contents = _contents(connection, rows)
+    outgoing = read_outgoing(
+        connection,
+        [
+            Claimed(
+                id=r.id,
+                kind=DeliveryKind(r.kind),
+                send_id=r.send_id,
+                campaign_mailing_id=r.campaign_mailing_id,
+                drip_enrollment_id=r.drip_enrollment_id,
+                subject=r.subject,
+                from_email=r.from_email,
+                from_name=r.from_name,
+            )
+            for r in rows
+        ],
+    )
     due = []
     for r in rows:
-        content_key, content = contents[_content_of(r)]
+        out = outgoing[r.id]
         recipient = Recipient(
             email=r.email,
             first_name=r.first_name,
@@ -740,19 +731,19 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
         item = _Due(
             id=r.id,
             account_id=r.account_id,
-            kind=r.kind,
+            kind=DeliveryKind(r.kind),
             email=r.email,
             tracked=r.tracked,
             attempts=r.attempts,
             created_at=r.created_at,
             message_id=r.message_id,
-            content_key=content_key,
-            content=content,
+            content_key=out.content_key,
+            content=out.content,
             recipient=recipient,
             drip_enrollment_id=r.drip_enrollment_id,
         )
-        item.skip_reason = _skip_reason(r, left, suppressed, opted_out)
-        item.held = item.skip_reason is None and r.drip_state == "paused"
+        item.skip_reason = _skip_reason(r, left, suppressed, opted_out) or out.skip_reason
+        item.held = item.skip_reason is None and out.held
         due.append(item)
     return due
 
@@ -765,7 +756,7 @@ def _skip_reason(
 ) -> str | None:
     if (row.account_id, row.email) in suppressed:
         return "suppressed: the address bounced before"
-    if row.kind not in TO_MEMBERS:
+    if not DeliveryKind(row.kind).to_members:
         if (row.account_id, row.email) in opted_out:
             return "the address opted out of all mail"
         return None
@@ -775,8 +766,6 @@ def _skip_reason(
         return "the subscriber opted out of all mail"
     if (row.subscriber_id, row.subscription_list_id) in left:
         return "the subscriber left the list"
-    if row.drip_deleted_at is not None:
-        return "the drip campaign was deleted"
     return None
 
 
@@ -801,7 +790,7 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
     pairs = {
         (r.subscriber_id, r.subscription_list_id)
         for r in rows
-        if r.kind in TO_MEMBERS
+        if DeliveryKind(r.kind).to_members
         and r.subscriber_id is not None
         and r.subscription_list_id is not None
     }
@@ -821,7 +810,7 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
 def _opted_out_addresses(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
     """(account, address) among the test and preview rows whose subscriber opted out: those
     rows name an address, not a subscriber, and may have been queued before the opt-out."""
-    emails = {r.email for r in rows if r.kind not in TO_MEMBERS}
+    emails = {r.email for r in rows if not DeliveryKind(r.kind).to_members}
     if not emails:
         return set()
     found = connection.execute(
@@ -843,81 +832,6 @@ def _suppressed(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, s
         )
     )
     return {(account_id, email) for account_id, email in found}
-
-
-def _contents(
-    connection: Connection, rows: Sequence[Any]
-) -> dict[tuple[Any, ...], tuple[tuple[Any, ...], Content]]:
-    """Each (send, mailing, kind) of the batch: its cache key and its content."""
-    found: dict[tuple[Any, ...], tuple[tuple[Any, ...], Content]] = {}
-    send_ids = {r.send_id for r in rows if r.send_id is not None}
-    if send_ids:
-        sends = connection.execute(
-            select(
-                CampaignMailingSend.id,
-                CampaignMailingSend.campaign_mailing_id,
-                CampaignMailingSend.subject,
-                CampaignMailingSend.html_part,
-                CampaignMailingSend.text_part,
-                CampaignMailingSend.from_email,
-                CampaignMailingSend.from_name,
-                CampaignMailingSend.reply_to,
-            ).where(CampaignMailingSend.id.in_(send_ids))
-        )
-        for send in sends:
-            content = Content(
-                subject=send.subject,
-                html=send.html_part,
-                text=send.text_part,
-                from_email=send.from_email,
-                from_name=send.from_name,
-                reply_to=send.reply_to,
-            )
-            for kind in (CAMPAIGN, PREVIEW):
-                found[(send.id, send.campaign_mailing_id, kind)] = (("send", send.id), content)
-    by_mailing: dict[int, list[Any]] = {}
-    for r in rows:
-        if r.send_id is None:
-            by_mailing.setdefault(r.campaign_mailing_id, []).append(r)
-    if by_mailing:
-        mailings = connection.execute(
-            select(
-                CampaignMailing.id,
-                CampaignMailing.updated_at,
-                CampaignMailing.subject,
-                CampaignMailing.html_part,
-                CampaignMailing.text_part,
-                CampaignMailing.from_email,
-                CampaignMailing.from_name,
-                CampaignMailing.reply_to,
-            ).where(CampaignMailing.id.in_(by_mailing))
-        )
-        for mailing in mailings:
-            for r in by_mailing[mailing.id]:
-                if r.kind == TEST:
-                    subject = TEST_SUBJECT_PREFIX + mailing.subject
-                    from_email, from_name = None, None
-                else:  # a drip step: the node may override subject and sender
-                    subject = r.subject or mailing.subject
-                    from_email, from_name = r.from_email, r.from_name
-                content = Content(
-                    subject=subject,
-                    html=mailing.html_part,
-                    text=mailing.text_part,
-                    from_email=from_email or mailing.from_email,
-                    from_name=from_name or mailing.from_name,
-                    reply_to=mailing.reply_to,
-                )
-                key = ("mailing", mailing.id, mailing.updated_at, subject, from_email, from_name)
-                found[_content_of(r)] = (key, content)
-    return found
-
-
-def _content_of(row: Any) -> tuple[Any, ...]:
-    """Which content a delivery row carries: its send's, or its mailing's with overrides."""
-    if row.send_id is not None:
-        return (row.send_id, row.campaign_mailing_id, row.kind)
-    return (None, row.campaign_mailing_id, row.kind, row.subject, row.from_email, row.from_name)
 
 
 def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:

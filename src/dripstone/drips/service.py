@@ -36,6 +36,7 @@ from dripstone.db import (
     matches_regex,
 )
 from dripstone.delivery import service as delivery
+from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
@@ -908,7 +909,7 @@ def _delivery_row(
     mailing_id = _mailing_id(session, campaign.account_id, effect.mailing_id)
     return {
         "account_id": campaign.account_id,
-        "kind": delivery.DRIP,
+        "kind": DeliveryKind.DRIP,
         "campaign_mailing_id": mailing_id,
         "subscriber_id": person.id,
         "subscription_list_id": leaves_list,

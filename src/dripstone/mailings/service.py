@@ -21,6 +21,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
+from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Delivery, Suppression
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
@@ -134,7 +135,7 @@ def _delivery_counts(key: Any) -> Any:
         _count_if(Delivery.opened_at.is_not(None)).label("opened"),
         _count_if(Delivery.clicked_at.is_not(None)).label("clicked"),
         _count_if(Delivery.unsubscribed_at.is_not(None)).label("unsubscribed"),
-    ).where(Delivery.kind == delivery.CAMPAIGN)
+    ).where(Delivery.kind == DeliveryKind.CAMPAIGN)
 
 
 def mailing_counts(session: Session, mailing_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -271,7 +272,7 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
     scope.session.add(
         Delivery(
             account_id=scope.account_id,
-            kind=delivery.TEST,
+            kind=DeliveryKind.TEST,
             campaign_mailing_id=mailing.id,
             subscriber_id=subscriber.id if subscriber is not None else None,
             email=to_email,
@@ -470,7 +471,7 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
         scope.session.add(
             Delivery(
                 account_id=scope.account_id,
-                kind=delivery.PREVIEW,
+                kind=DeliveryKind.PREVIEW,
                 send_id=send.id,
                 campaign_mailing_id=send.campaign_mailing_id,
                 email=email,
@@ -522,7 +523,7 @@ def _queue_batch(
     now = literal(clock.now(), UTCDateTime())
     rows = select(
         literal(scope.account_id),
-        literal(delivery.CAMPAIGN),
+        literal(DeliveryKind.CAMPAIGN.value),
         literal(send.id),
         literal(send.campaign_mailing_id),
         Subscriber.id,
