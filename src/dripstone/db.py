@@ -277,6 +277,14 @@ def matches_regex(session: Session, column: Any, pattern: str) -> Any:
     return column.regexp_match(pattern, flags="i")
 
 
+def ordering(column: Any, tie_break: Any, order: Literal["asc", "desc"]) -> tuple[Any, Any]:
+    """ORDER BY `column`, then `tie_break` (the row id) the same way: rows that share a value
+    keep one order from page to page."""
+    if order == "asc":
+        return column.asc(), tie_break.asc()
+    return column.desc(), tie_break.desc()
+
+
 def insert_ignoring_duplicates(session: Session, model: type[Any], *unique_columns: str) -> Any:
     """An INSERT that skips rows clashing on `unique_columns` (SQLite and PostgreSQL)."""
     if session.get_bind().dialect.name == "postgresql":

@@ -34,6 +34,7 @@ from dripstone.db import (
     insert_ignoring_duplicates,
     locked,
     matches_regex,
+    ordering,
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.kinds import DeliveryKind
@@ -251,15 +252,7 @@ def list_campaigns(
     stmt = scope.select(DripCampaign).where(DripCampaign.deleted_at.is_(None))
     if search:
         stmt = stmt.where(matches_regex(scope.session, DripCampaign.name, search))
-    column = ORDERABLE[order_by]
-    direction = (
-        (column.asc(), DripCampaign.id.asc())
-        if order == "asc"
-        else (
-            column.desc(),
-            DripCampaign.id.desc(),
-        )
-    )
+    direction = ordering(ORDERABLE[order_by], DripCampaign.id, order)
     try:
         with scope.session.begin_nested():
             return list(scope.session.scalars(stmt.order_by(*direction)))

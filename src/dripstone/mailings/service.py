@@ -18,6 +18,7 @@ from dripstone.db import (
     AccountScope,
     UTCDateTime,
     matches_regex,
+    ordering,
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
@@ -82,10 +83,7 @@ def list_mailings(
     if template_type:
         stmt = stmt.where(CampaignMailing.template_type == template_type)
     column = ORDERABLE.get(order_by or "", CampaignMailing.id)
-    stmt = stmt.order_by(
-        column.asc() if order == "asc" else column.desc(),
-        CampaignMailing.id.asc() if order == "asc" else CampaignMailing.id.desc(),
-    )
+    stmt = stmt.order_by(*ordering(column, CampaignMailing.id, order))
     if paginate:
         stmt = stmt.limit(items).offset((page - 1) * items)
     try:

@@ -8,7 +8,7 @@ from typing import Literal
 from sqlalchemy import delete, select
 
 from dripstone import clock
-from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid, ordering
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.subscribers import schemas
 from dripstone.subscribers.custom_fields import add_custom_fields, merge_custom
@@ -58,18 +58,10 @@ def list_subscribers(
         lst = referenced_list(scope, list_id, "subscription_list_id")
         if not lst.is_default:
             stmt = stmt.where(membership_condition(lst.id))
-    column = ORDERABLE[order_by]
-    ordering = (
-        (column.asc(), Subscriber.id.asc())
-        if order == "asc"
-        else (
-            column.desc(),
-            Subscriber.id.desc(),
-        )
-    )
+    by = ordering(ORDERABLE[order_by], Subscriber.id, order)
     # Page through ids alone (an index-only walk), then fetch just the rows of the page.
-    page_ids = stmt.order_by(*ordering).limit(items).offset((page - 1) * items).subquery()
-    rows = select(Subscriber).join(page_ids, Subscriber.id == page_ids.c.id).order_by(*ordering)
+    page_ids = stmt.order_by(*by).limit(items).offset((page - 1) * items).subquery()
+    rows = select(Subscriber).join(page_ids, Subscriber.id == page_ids.c.id).order_by(*by)
     return list(scope.session.scalars(rows))
 
 
