@@ -21,9 +21,11 @@ from tests.mailings.helpers import (
     add_subscribers,
     html_of,
     job,
+    make_list,
     make_mailing,
     ok,
     parsed,
+    send,
     subscriber_id,
 )
 from tests.subscribers.helpers import internal_id
@@ -498,4 +500,43 @@ def test_a_hard_bounce_or_a_deletion_takes_the_subscriber_out(
         "alex@example.com": None,
         "blake@example.com": "the address hard-bounced and is suppressed",
         None: "the subscriber was deleted",
+    }
+
+
+def test_an_address_another_account_suppressed_still_gets_this_accounts_drip(
+    api: Api,
+    other_api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    """The other account's drip runs in the same batches, so the runner meets both
+    accounts' subscribers, and that account's suppression of Blake, at once."""
+    theirs = make_list(other_api, "Theirs")
+    add_subscribers(other_api, theirs, [{"email": "blake@example.com"}, {"email": "casey@x.org"}])
+    smtp_server.replies["blake@example.com"] = "550 5.1.1 No such user"
+    send(other_api, make_mailing(other_api, subject="Their news"), theirs)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    del smtp_server.replies["blake@example.com"]
+    smtp_server.messages.clear()
+
+    their_first = make_mailing(other_api, subject="Their first")
+    their_second = make_mailing(other_api, subject="Their second")
+    start(other_api, create(other_api, theirs, two_emails(their_first, their_second)))
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(api, news, two_emails(first, second))
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "blake@example.com": ["First", "Second"],
+        "casey@x.org": ["Their first", "Their second"],
+    }
+    states = {
+        e["email"]: (e["state"], e["exit_reason"]) for e in report(api, campaign)["enrollments"]
+    }
+    assert states == {
+        "alex@example.com": ("completed", None),
+        "blake@example.com": ("completed", None),
     }

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -225,13 +226,57 @@ def close_pipeline() -> None:
 # --- who may be sent to ---------------------------------------------------------------------
 
 
+class Unsendable(StrEnum):
+    """Why an account may not send to an address."""
+
+    SUPPRESSED = "suppressed"  # the address hard-bounced for this account
+    OPTED_OUT = "opted_out"  # this account's subscriber with the address opted out of all mail
+
+
+def unsendable(
+    connection: Connection | Session, addresses: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], Unsendable]:
+    """May this account send to this address? The one answer every path (blast, drip, test,
+    preview) asks for: of the (account, address) pairs, those the account may not send to,
+    with why. Cross-account on purpose (a batch holds many accounts' messages): every
+    lookup is keyed by (account, address), so one account's suppressions and opt-outs
+    never stop another account's mail. `reachable_subscriber` is the same rule as SQL over
+    subscribers, for set-based selections."""
+    pairs = set(addresses)
+    if not pairs:
+        return {}
+    accounts = {account_id for account_id, _ in pairs}
+    emails = {email for _, email in pairs}
+    found: dict[tuple[int, str], Unsendable] = {}
+    opted_out = connection.execute(
+        select(Subscriber.account_id, Subscriber.email).where(
+            Subscriber.account_id.in_(accounts),
+            Subscriber.email.in_(emails),
+            Subscriber.opted_out_on.is_not(None),
+        )
+    )
+    for account_id, email in opted_out:
+        if email is not None and (account_id, email) in pairs:
+            found[(account_id, email)] = Unsendable.OPTED_OUT
+    suppressed = connection.execute(
+        select(Suppression.account_id, Suppression.email).where(
+            Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
+        )
+    )
+    for account_id, email in suppressed:
+        if (account_id, email) in pairs:
+            found[(account_id, email)] = Unsendable.SUPPRESSED
+    return found
+
+
 def not_suppressed(account_id: Any, email: Any) -> Any:
     """SQL: `email` is not on the account's suppression list."""
     return not_(exists().where(Suppression.account_id == account_id, Suppression.email == email))
 
 
 def reachable_subscriber() -> Any:
-    """SQL over Subscriber: has an address, has not opted out, is not suppressed."""
+    """SQL over Subscriber: has an address, has not opted out, is not suppressed (the rule
+    of `unsendable`, for selecting recipients set-based)."""
     return and_(
         Subscriber.email.is_not(None),
         Subscriber.opted_out_on.is_(None),
@@ -724,8 +769,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     subscriber_ids = [r.subscriber_id for r in rows if r.subscriber_id is not None]
     custom = _custom_fields(connection, subscriber_ids)
     left = _unsubscribed_pairs(connection, rows)
-    suppressed = _suppressed(connection, rows)
-    opted_out = _opted_out_addresses(connection, rows)
+    blocked = unsendable(connection, ((r.account_id, r.email) for r in rows))
     contents = _contents(connection, rows)
     due = []
     for r in rows:
@@ -751,27 +795,24 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             recipient=recipient,
             drip_enrollment_id=r.drip_enrollment_id,
         )
-        item.skip_reason = _skip_reason(r, left, suppressed, opted_out)
+        item.skip_reason = _skip_reason(r, left, blocked.get((r.account_id, r.email)))
         item.held = item.skip_reason is None and r.drip_state == "paused"
         due.append(item)
     return due
 
 
-def _skip_reason(
-    row: Any,
-    left: set[tuple[int, int]],
-    suppressed: set[tuple[int, str]],
-    opted_out: set[tuple[int, str]],
-) -> str | None:
-    if (row.account_id, row.email) in suppressed:
+def _skip_reason(row: Any, left: set[tuple[int, int]], blocked: Unsendable | None) -> str | None:
+    if blocked is Unsendable.SUPPRESSED:
         return "suppressed: the address bounced before"
     if row.kind not in TO_MEMBERS:
-        if (row.account_id, row.email) in opted_out:
+        # Test and preview rows name an address, not a subscriber, and may have been
+        # queued before the opt-out.
+        if blocked is Unsendable.OPTED_OUT:
             return "the address opted out of all mail"
         return None
     if row.subscriber_id is None or row.subscriber_email is None:
         return "the subscriber was deleted"
-    if row.opted_out_on is not None:
+    if row.opted_out_on is not None or blocked is Unsendable.OPTED_OUT:
         return "the subscriber opted out of all mail"
     if (row.subscriber_id, row.subscription_list_id) in left:
         return "the subscriber left the list"
@@ -816,33 +857,6 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
     )
     on_list = {(subscriber_id, list_id) for subscriber_id, list_id in members}
     return {pair for pair in pairs if pair not in on_list}
-
-
-def _opted_out_addresses(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
-    """(account, address) among the test and preview rows whose subscriber opted out: those
-    rows name an address, not a subscriber, and may have been queued before the opt-out."""
-    emails = {r.email for r in rows if r.kind not in TO_MEMBERS}
-    if not emails:
-        return set()
-    found = connection.execute(
-        select(Subscriber.account_id, Subscriber.email).where(
-            Subscriber.account_id.in_({r.account_id for r in rows}),
-            Subscriber.email.in_(emails),
-            Subscriber.opted_out_on.is_not(None),
-        )
-    )
-    return {(account_id, email) for account_id, email in found if email is not None}
-
-
-def _suppressed(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
-    emails = {r.email for r in rows}
-    accounts = {r.account_id for r in rows}
-    found = connection.execute(
-        select(Suppression.account_id, Suppression.email).where(
-            Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
-        )
-    )
-    return {(account_id, email) for account_id, email in found}
 
 
 def _contents(

@@ -37,7 +37,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.mime import fits_in_a_header
-from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.models import Delivery
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
 from dripstone.drips.graph import Graph, GraphError, parse_graph, relocate
@@ -820,18 +820,18 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
 def _suppressed(
     session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, _Subject]
 ) -> set[int]:
-    emails = {p.email for p in people.values() if p.email}
-    if not emails:
-        return set()
-    accounts = {e.account_id for e in enrollments}
-    bounced = set(
-        session.scalars(
-            select(Suppression.email).where(
-                Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
-            )
-        )
-    )
-    return {p.id for p in people.values() if p.email in bounced}
+    """The subscribers among `people` whose own account suppressed their address."""
+    addresses = {
+        (e.account_id, person.email): person.id
+        for e in enrollments
+        if (person := people.get(e.subscriber_id or 0)) is not None and person.email
+    }
+    blocked = delivery.unsendable(session, addresses)
+    return {
+        subscriber_id
+        for address, subscriber_id in addresses.items()
+        if blocked.get(address) is delivery.Unsendable.SUPPRESSED
+    }
 
 
 def _list_members(

@@ -22,7 +22,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
-from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.models import Delivery
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
@@ -289,17 +289,15 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
 
 def _refuse_unreachable(scope: AccountScope, email: str, field: str) -> Subscriber | None:
     """The subscriber with this address, if any; 422 if the address may not be mailed."""
-    suppressed = scope.session.execute(
-        scope.select(Suppression, Suppression.id).where(Suppression.email == email)
-    ).first()
-    if suppressed is not None:
+    blocked = delivery.unsendable(scope.session, [(scope.account_id, email)])
+    if blocked.get((scope.account_id, email)) is delivery.Unsendable.SUPPRESSED:
         raise Invalid(f"{field}: {email} bounced before and is suppressed", field=field)
-    subscriber = scope.session.scalars(
+    if blocked.get((scope.account_id, email)) is delivery.Unsendable.OPTED_OUT:
+        raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
+    found: Subscriber | None = scope.session.scalars(
         scope.select(Subscriber).where(Subscriber.email == email)
     ).one_or_none()
-    if subscriber is not None and subscriber.opted_out_on is not None:
-        raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
-    return subscriber
+    return found
 
 
 # --- sends -------------------------------------------------------------------------------------
