@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from dripstone import clock, db
 from dripstone.delivery.models import Delivery
+from dripstone.drips import service
+from dripstone.mailings.models import CampaignMailing
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, edge, graph, node, report, start, two_emails
@@ -540,3 +542,45 @@ def test_an_address_another_account_suppressed_still_gets_this_accounts_drip(
         "alex@example.com": ("completed", None),
         "blake@example.com": ("completed", None),
     }
+
+
+def test_an_enrollment_that_cannot_advance_is_set_aside_and_the_others_go_on(
+    api: Api,
+    other_api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    """The second mailing of this account's campaign disappears after the first step, as
+    when a delete races the save that referenced it (the API refuses the delete itself).
+    The runner takes both accounts' enrollments in the same batches."""
+    theirs = make_list(other_api, "Theirs")
+    add_subscribers(other_api, theirs, [{"email": "casey@x.org"}])
+    their_first = make_mailing(other_api, subject="Their first")
+    their_second = make_mailing(other_api, subject="Their second")
+    start(other_api, create(other_api, theirs, two_emails(their_first, their_second)))
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(api, news, two_emails(first, second))
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert len(smtp_server.messages) == 3
+
+    with database.transaction() as session:
+        session.execute(delete(CampaignMailing).where(CampaignMailing.uuid == second))
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First"],
+        "blake@example.com": ["First"],
+        "casey@x.org": ["Their first", "Their second"],
+    }
+    reason = f"its email step 'b' sends the campaign mailing {second}, which was deleted"
+    enrollments = report(api, campaign)["enrollments"]
+    assert {(e["email"], e["state"], e["node_id"], e["exit_reason"]) for e in enrollments} == {
+        ("alex@example.com", "exited", "d", reason),
+        ("blake@example.com", "exited", "d", reason),
+    }
+    nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (nodes["d"]["exited"], nodes["d"]["waiting"], nodes["b"]["entered"]) == (2, 0, 0)
+    assert not service.has_due_steps(database)  # never picked up again

@@ -18,6 +18,7 @@ from dripstone.db import (
     UUID_TEXT,
     AccountScope,
     UTCDateTime,
+    locked,
     matches_regex,
 )
 from dripstone.delivery import service as delivery
@@ -26,6 +27,8 @@ from dripstone.delivery.models import Delivery
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
+from dripstone.drips.graph import parse_graph
+from dripstone.drips.models import DripCampaign
 from dripstone.errors import BadRequest, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
@@ -239,7 +242,8 @@ def _subject_taken(scope: AccountScope, subject: str, current: CampaignMailing |
 
 
 def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> None:
-    """Delete mailings with their sends and deliveries; unknown ids are a 422, nothing deleted."""
+    """Delete mailings with their sends and deliveries. An unknown id, or a mailing that a
+    drip campaign (deleted ones aside) sends, is a 422 and nothing is deleted."""
     found = []
     for index, mailing_id in enumerate(mailing_ids):
         mailing = scope.by_uuid(CampaignMailing, mailing_id)
@@ -248,23 +252,64 @@ def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> Non
                 f"campaign_mailing_ids[{index}]: no campaign mailing {mailing_id} in this account",
                 field=f"campaign_mailing_ids[{index}]",
             )
-        found.append(mailing.id)
+        found.append(mailing)
     if not found:
         return
+    # Held until the end, so that no drip campaign saved meanwhile starts sending one of
+    # them (saving a graph holds its mailings shared); in id order, as saving takes them.
+    scope.session.execute(
+        locked(
+            scope.select(CampaignMailing, CampaignMailing.id)
+            .where(CampaignMailing.id.in_({m.id for m in found}))
+            .order_by(CampaignMailing.id),
+            "change",
+        )
+    )
+    senders = _drip_senders(scope, {m.uuid for m in found})
+    for index, mailing in enumerate(found):
+        if mailing.uuid in senders:
+            campaign, node_id = senders[mailing.uuid]
+            raise Invalid(
+                f"campaign_mailing_ids[{index}]: the drip campaign {campaign.name!r} "
+                f"({campaign.uuid}) sends this mailing at its step {node_id!r}: change that "
+                "step or delete the campaign first",
+                field=f"campaign_mailing_ids[{index}]",
+                drip_campaign_id=campaign.uuid,
+                node=node_id,
+            )
+    found_ids = [m.id for m in found]
     # Sends in flight stop here: their jobs find no send and deliveries go with the rows.
     jobs = scope.select(CampaignMailingSend, CampaignMailingSend.job_id).where(
-        CampaignMailingSend.campaign_mailing_id.in_(found)
+        CampaignMailingSend.campaign_mailing_id.in_(found_ids)
     )
     scope.session.execute(
         update(Job)
         .where(Job.id.in_(jobs.scalar_subquery()), Job.state.in_(("queued", "running")))
         .values(state="cancelled", finished_at=clock.now(), lease_token=None)
     )
-    scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found)))
+    scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found_ids)))
     scope.session.execute(
-        delete(CampaignMailingSend).where(CampaignMailingSend.campaign_mailing_id.in_(found))
+        delete(CampaignMailingSend).where(CampaignMailingSend.campaign_mailing_id.in_(found_ids))
     )
-    scope.session.execute(delete(CampaignMailing).where(CampaignMailing.id.in_(found)))
+    scope.session.execute(delete(CampaignMailing).where(CampaignMailing.id.in_(found_ids)))
+
+
+def _drip_senders(
+    scope: AccountScope, mailing_uuids: set[str]
+) -> dict[str, tuple[DripCampaign, str]]:
+    """For each of these mailings that a drip campaign of the account (deleted ones aside)
+    sends: the first such campaign and its email step."""
+    found: dict[str, tuple[DripCampaign, str]] = {}
+    campaigns = scope.session.scalars(
+        scope.select(DripCampaign)
+        .where(DripCampaign.deleted_at.is_(None))
+        .order_by(DripCampaign.id)
+    )
+    for campaign in campaigns:
+        for node_id, kind, value in parse_graph(campaign.nodes).references():
+            if kind == "campaign_mailing_id" and value in mailing_uuids:
+                found.setdefault(value, (campaign, node_id))
+    return found
 
 
 def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None:
