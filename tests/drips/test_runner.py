@@ -584,3 +584,60 @@ def test_an_enrollment_that_cannot_advance_is_set_aside_and_the_others_go_on(
     nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
     assert (nodes["d"]["exited"], nodes["d"]["waiting"], nodes["b"]["entered"]) == (2, 0, 0)
     assert not service.has_due_steps(database)  # never picked up again
+
+
+@pytest.mark.parametrize("name", ["custom.stage", "stage"])
+def test_a_condition_after_set_field_sees_the_new_value_in_the_same_and_a_later_step(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    name: str,
+) -> None:
+    """`set_field` names a custom field as a field condition does (`custom.stage`); the
+    bare name is the same field."""
+    mail = {
+        subject: make_mailing(api, subject=subject)
+        for subject in ("Warm at once", "Cold at once", "Still warm", "Cold later")
+    }
+    is_warm = {"check": "field", "name": "custom.stage", "op": "eq", "value": "warm"}
+    campaign = create(
+        api,
+        news,
+        graph(
+            [
+                node("t", "trigger"),
+                node("set", "action", do="set_field", name=name, value="warm"),
+                node("now", "condition", **is_warm),
+                node("warm1", "email", campaign_mailing_id=mail["Warm at once"]),
+                node("cold1", "email", campaign_mailing_id=mail["Cold at once"]),
+                node("hour", "delay", amount=1, unit="hours"),
+                node("later", "condition", **is_warm),
+                node("warm2", "email", campaign_mailing_id=mail["Still warm"]),
+                node("cold2", "email", campaign_mailing_id=mail["Cold later"]),
+            ],
+            [
+                edge("t", "set"),
+                edge("set", "now"),
+                edge("now", "warm1", "yes"),
+                edge("now", "cold1", "no"),
+                edge("warm1", "hour"),
+                edge("cold1", "hour"),
+                edge("hour", "later"),
+                edge("later", "warm2", "yes"),
+                edge("later", "cold2", "no"),
+            ],
+        ),
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(hours=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Warm at once", "Still warm"],
+        "blake@example.com": ["Warm at once", "Still warm"],
+    }
+    alex = ok(api.get(f"/subscribers/{subscriber_id(api, 'alex@example.com')}"))["data"]
+    fields = alex["attributes"]["custom_fields"]
+    assert [(f["custom_field_name"], f["custom_field_value"]) for f in fields] == [
+        ("stage", "warm")
+    ]

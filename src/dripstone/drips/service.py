@@ -40,7 +40,14 @@ from dripstone.delivery.mime import fits_in_a_header
 from dripstone.delivery.models import Delivery
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
-from dripstone.drips.graph import Graph, GraphError, parse_graph, relocate
+from dripstone.drips.graph import (
+    CUSTOM_FIELD_PREFIX,
+    Graph,
+    GraphError,
+    custom_field_name,
+    parse_graph,
+    relocate,
+)
 from dripstone.drips.models import DripCampaign, DripEnrollment, DripNodeVisit
 from dripstone.errors import BadRequest, DripstoneError, Invalid, NotFound
 from dripstone.jobs.models import Job
@@ -910,7 +917,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
         .join(CustomFieldType, CustomFieldType.id == CustomFieldValue.field_type_id)
         .where(CustomFieldValue.subscriber_id.in_(subscriber_ids))
     ):
-        people[subscriber_id].fields[f"custom.{name}"] = value
+        people[subscriber_id].fields[CUSTOM_FIELD_PREFIX + name] = value
         if name == TIMEZONE_FIELD:
             people[subscriber_id].timezone = value
     for subscriber_id, list_uuid in session.execute(
@@ -1025,8 +1032,11 @@ def _act(
         subscribers.change_subscriptions(scope, "unsubscribe", [person.uuid], None)
         return True
     if effect.do == "set_field" and effect.name is not None:
-        subscribers.set_custom_field(scope, person.id, effect.name, effect.value or "")
-        person.fields[f"custom.{effect.name}"] = effect.value
+        field_name = custom_field_name(effect.name)
+        subscribers.set_custom_field(scope, person.id, field_name, effect.value or "")
+        person.fields[effect.name] = effect.value
+        if field_name == TIMEZONE_FIELD:
+            person.timezone = effect.value
         return False
     lst = scope.by_uuid(SubscriptionList, effect.list_id or "")
     if lst is None:
