@@ -32,7 +32,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, exists, func, not_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -67,6 +78,8 @@ PENDING, CLAIMED, SENDING = "pending", "claimed", "sending"
 DELIVERED, SOFT_BOUNCED, HARD_BOUNCED = "delivered", "soft_bounced", "hard_bounced"
 SKIPPED, FAILED, HELD = "skipped", "failed", "held"
 FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
+# Handed to a mail server, which answered for good: what counts as sent.
+SENT = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED)
 BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
 
 CAMPAIGN, PREVIEW, TEST, DRIP = "campaign", "preview", "test", "drip"
@@ -942,6 +955,34 @@ def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
         .group_by(Delivery.status)
     )
     return {row.status: row.n for row in rows}
+
+
+def subscriber_counts(
+    session: Session, account_id: int, subscriber_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """Per subscriber of the account: their campaign and drip messages sent (see SENT),
+    delivered, opened, clicked, soft-bounced (given up after retries) and hard-bounced.
+    Test emails and previews never count; messages not sent yet count once answered."""
+    if not subscriber_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Delivery.subscriber_id,
+            func.count(case((Delivery.status.in_(SENT), 1))).label("deliveries"),
+            func.count(case((Delivery.status == DELIVERED, 1))).label("delivered"),
+            func.count(Delivery.opened_at).label("opened"),
+            func.count(Delivery.clicked_at).label("clicked"),
+            func.count(case((Delivery.status == SOFT_BOUNCED, 1))).label("soft_bounced"),
+            func.count(case((Delivery.status == HARD_BOUNCED, 1))).label("hard_bounced"),
+        )
+        .where(
+            Delivery.account_id == account_id,
+            Delivery.subscriber_id.in_(subscriber_ids),
+            Delivery.kind.in_(TO_MEMBERS),
+        )
+        .group_by(Delivery.subscriber_id)
+    )
+    return {row.subscriber_id: dict(row._mapping) for row in rows}
 
 
 def last_deferral(connection: Connection, *conditions: Any) -> Any:

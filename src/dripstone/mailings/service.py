@@ -130,7 +130,7 @@ def _delivery_counts(key: Any) -> Any:
     return select(
         key.label("key"),
         func.count().label("recipients"),
-        _count_if(Delivery.status.in_(delivery.FINAL[:3])).label("sent"),
+        _count_if(Delivery.status.in_(delivery.SENT)).label("sent"),
         _count_if(Delivery.status == delivery.DELIVERED).label("delivered"),
         _count_if(Delivery.status.in_(delivery.BOUNCED)).label("bounced"),
         _count_if(Delivery.status == delivery.SOFT_BOUNCED).label("soft_bounced"),

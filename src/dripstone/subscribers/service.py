@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.delivery import service as delivery
 from dripstone.drips.models import DripCampaign
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.jobs.models import Job
@@ -580,6 +581,7 @@ def describe(
                 )
             )
     everyone = default_list(scope)
+    counts = delivery.subscriber_counts(scope.session, scope.account_id, ids) if with_stats else {}
     described = []
     for s in subscribers:
         lists = [
@@ -590,13 +592,14 @@ def describe(
         ]
         stats = None
         if with_stats:
+            sent = counts.get(s.id, {})
             stats = schemas.SubscriberStatistics(
-                deliveries=0,
-                delivered=0,
-                opened=0,
-                clicked=0,
-                soft_bounced=0,
-                hard_bounced=0,
+                deliveries=sent.get("deliveries", 0),
+                delivered=sent.get("delivered", 0),
+                opened=sent.get("opened", 0),
+                clicked=sent.get("clicked", 0),
+                soft_bounced=sent.get("soft_bounced", 0),
+                hard_bounced=sent.get("hard_bounced", 0),
                 unsubscribed=sum(1 for m in memberships[s.id] if m.unsubscribed),
                 global_unsubscribed=int(s.opted_out_on is not None),
             )
