@@ -4,31 +4,43 @@ without importing the domain above it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from dripstone.db import AccountScope
 from dripstone.errors import Invalid
 
 Row = TypeVar("Row")
-# The first use of the row that forbids deleting it, said for a person ("the drip campaign
-# 'Welcome' (…) runs on this list"), or None.
-FindUse = Callable[[AccountScope, Row], str | None]
+
+
+@dataclass(frozen=True)
+class InUse:
+    """Why a row cannot be deleted, said for a person, with ids for a program."""
+
+    message: str  # "the drip campaign 'Welcome' (…) sends this mailing at its step 'hello'"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# The first use of each of the rows (in their order), or None where a row is free.
+FindUses = Callable[[AccountScope, Sequence[Row]], list[InUse | None]]
 
 
 class Uses(Generic[Row]):
-    """The registered ways a row of one kind can be in use elsewhere."""
+    """The registered ways rows of one kind can be in use elsewhere."""
 
     def __init__(self) -> None:
-        self._finders: list[FindUse[Row]] = []
+        self._finders: list[FindUses[Row]] = []
 
-    def register(self, find: FindUse[Row]) -> FindUse[Row]:
+    def register(self, find: FindUses[Row]) -> FindUses[Row]:
         self._finders.append(find)
         return find
 
-    def refuse_delete_if_used(self, scope: AccountScope, row: Row, *, field: str) -> None:
-        """422 naming `field` and the first use found, if any."""
+    def refuse_delete_if_used(
+        self, scope: AccountScope, rows: Sequence[Row], fields: Sequence[str]
+    ) -> None:
+        """422 for the first row in use, naming its field (`fields[i]` names `rows[i]`)."""
         for find in self._finders:
-            use = find(scope, row)
-            if use is not None:
-                raise Invalid(use, field=field)
+            for name, use in zip(fields, find(scope, rows), strict=True):
+                if use is not None:
+                    raise Invalid(f"{name}: {use.message}", field=name, **use.details)

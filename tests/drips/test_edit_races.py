@@ -11,14 +11,17 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dripstone import clock, db
 from dripstone.accounts.models import Account
 from dripstone.db import AccountScope
 from dripstone.drips import service as drips
-from dripstone.drips.models import DripEnrollment
+from dripstone.drips.models import DripCampaign, DripEnrollment
+from dripstone.errors import Invalid
+from dripstone.mailings import service as mailings
+from dripstone.mailings.models import CampaignMailing
 from dripstone.subscribers import service as subscribers
 from dripstone.subscribers.models import Subscriber
 from dripstone.subscribers.schemas import SubscriberCreateFields
@@ -182,3 +185,67 @@ def join(database: db.Database, list_id: str, email: str) -> None:
         subscribers.create_subscriber(
             the_accounts_scope(session), SubscriberCreateFields(email=email), list_id
         )
+
+
+def save_campaign(database: db.Database, list_id: str, mailing_id: str) -> None:
+    """What `POST /drip_campaigns` does, in its own transaction."""
+    with database.transaction() as session:
+        drips.create_campaign(the_accounts_scope(session), sends(list_id, mailing_id))
+
+
+def delete_mailing(database: db.Database, mailing_id: str) -> None:
+    """What `DELETE /campaign_mailings_bulk_delete` does, in its own transaction."""
+    with database.transaction() as session:
+        mailings.bulk_delete_mailings(the_accounts_scope(session), [mailing_id])
+
+
+def sends(list_id: str, mailing_id: str) -> drips.CampaignFields:
+    nodes = chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=mailing_id))
+    return drips.CampaignFields("Welcome", list_id, "existing", nodes)
+
+
+def mailing_exists(database: db.Database, mailing_id: str) -> bool:
+    with database.read_sessions() as session:
+        found = session.scalar(select(CampaignMailing.id).where(CampaignMailing.uuid == mailing_id))
+    return found is not None
+
+
+def test_deleting_a_mailing_while_a_campaign_that_sends_it_is_saved_is_refused(
+    api: Api,
+    news: str,
+    postgres: db.Database,
+    other_thread: Callable[[Callable[[], Any]], Future[Any]],
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    with postgres.transaction() as session:
+        drips.create_campaign(the_accounts_scope(session), sends(news, hello))
+        deleting = other_thread(lambda: delete_mailing(postgres, hello))
+        wait_until(
+            lambda: deleting.done() or backends_waiting_for_locks(postgres) > 0,
+            "the delete, or its wait",
+            30,
+        )
+    with pytest.raises(Invalid, match="the drip campaign 'Welcome'"):
+        deleting.result(timeout=30)
+    assert mailing_exists(postgres, hello)
+
+
+def test_saving_a_campaign_that_sends_a_mailing_being_deleted_is_refused(
+    api: Api,
+    news: str,
+    postgres: db.Database,
+    other_thread: Callable[[Callable[[], Any]], Future[Any]],
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    with postgres.transaction() as session:
+        mailings.bulk_delete_mailings(the_accounts_scope(session), [hello])
+        saving = other_thread(lambda: save_campaign(postgres, news, hello))
+        wait_until(
+            lambda: saving.done() or backends_waiting_for_locks(postgres) > 0,
+            "the save, or its wait",
+            30,
+        )
+    with pytest.raises(Invalid, match=f"no campaign mailing {hello}"):
+        saving.result(timeout=30)
+    with postgres.read_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(DripCampaign)) == 0

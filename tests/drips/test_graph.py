@@ -18,6 +18,7 @@ from dripstone.drips.graph import (
     GraphError,
     Split,
     WaitUntil,
+    custom_field_name,
     parse_graph,
     relocate,
 )
@@ -483,6 +484,12 @@ def test_bad_split_data(data: dict[str, Any], path: str) -> None:
         ({"do": "remove_from_list", "list_id": 3}, "list_id"),
         ({"do": "set_field", "value": "x"}, "name"),
         ({"do": "set_field", "name": "custom.x"}, "value"),
+        ({"do": "set_field", "name": "custom.", "value": "x"}, "name"),
+        ({"do": "set_field", "name": "custom. x", "value": "x"}, "name"),
+        ({"do": "set_field", "name": "custom." + "x" * 256, "value": "x"}, "name"),
+        ({"do": "set_field", "name": "a\x00b", "value": "x"}, "name"),
+        ({"do": "set_field", "name": "custom.x", "value": "a\x00b"}, "value"),
+        ({"do": "set_field", "name": "custom.x", "value": "x" * 10_001}, "value"),
     ],
 )
 def test_bad_action_data(data: dict[str, Any], path: str) -> None:
@@ -491,6 +498,23 @@ def test_bad_action_data(data: dict[str, Any], path: str) -> None:
     error = refused(nodes, [edge("t", "a1")])
 
     assert (error.path, error.node_id) == (f"nodes[1].data.{path}", "a1")
+
+
+@pytest.mark.parametrize("name", ["custom.stage", "stage"])
+def test_set_field_names_a_custom_field_the_way_a_field_condition_does(name: str) -> None:
+    nodes = [
+        node("t", "trigger"),
+        node("a1", "action", do="set_field", name=name, value="warm"),
+        node("c1", "condition", check="field", name="custom.stage", op="eq", value="warm"),
+        node("x", "exit"),
+    ]
+    edges = [edge("t", "a1"), edge("a1", "c1"), edge("c1", "x", "yes"), edge("c1", "x", "no")]
+
+    graph = parse_graph(document(nodes, edges))
+
+    assert graph.nodes["a1"].data == Action("set_field", name="custom.stage", value="warm")
+    assert json.loads(graph.to_json())["nodes"][1]["data"]["name"] == "custom.stage"
+    assert custom_field_name("custom.stage") == "stage"
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from dripstone import clock, db
 from dripstone.delivery.models import Delivery
+from dripstone.drips import service
+from dripstone.mailings.models import CampaignMailing
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, edge, graph, node, report, start, two_emails
@@ -21,9 +23,11 @@ from tests.mailings.helpers import (
     add_subscribers,
     html_of,
     job,
+    make_list,
     make_mailing,
     ok,
     parsed,
+    send,
     subscriber_id,
 )
 from tests.subscribers.helpers import internal_id
@@ -499,3 +503,141 @@ def test_a_hard_bounce_or_a_deletion_takes_the_subscriber_out(
         "blake@example.com": "the address hard-bounced and is suppressed",
         None: "the subscriber was deleted",
     }
+
+
+def test_an_address_another_account_suppressed_still_gets_this_accounts_drip(
+    api: Api,
+    other_api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    """The other account's drip runs in the same batches, so the runner meets both
+    accounts' subscribers, and that account's suppression of Blake, at once."""
+    theirs = make_list(other_api, "Theirs")
+    add_subscribers(other_api, theirs, [{"email": "blake@example.com"}, {"email": "casey@x.org"}])
+    smtp_server.replies["blake@example.com"] = "550 5.1.1 No such user"
+    send(other_api, make_mailing(other_api, subject="Their news"), theirs)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    del smtp_server.replies["blake@example.com"]
+    smtp_server.messages.clear()
+
+    their_first = make_mailing(other_api, subject="Their first")
+    their_second = make_mailing(other_api, subject="Their second")
+    start(other_api, create(other_api, theirs, two_emails(their_first, their_second)))
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(api, news, two_emails(first, second))
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First", "Second"],
+        "blake@example.com": ["First", "Second"],
+        "casey@x.org": ["Their first", "Their second"],
+    }
+    states = {
+        e["email"]: (e["state"], e["exit_reason"]) for e in report(api, campaign)["enrollments"]
+    }
+    assert states == {
+        "alex@example.com": ("completed", None),
+        "blake@example.com": ("completed", None),
+    }
+
+
+def test_an_enrollment_that_cannot_advance_is_set_aside_and_the_others_go_on(
+    api: Api,
+    other_api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    """The second mailing of this account's campaign disappears after the first step, as
+    when a delete races the save that referenced it (the API refuses the delete itself).
+    The runner takes both accounts' enrollments in the same batches."""
+    theirs = make_list(other_api, "Theirs")
+    add_subscribers(other_api, theirs, [{"email": "casey@x.org"}])
+    their_first = make_mailing(other_api, subject="Their first")
+    their_second = make_mailing(other_api, subject="Their second")
+    start(other_api, create(other_api, theirs, two_emails(their_first, their_second)))
+    first, second = make_mailing(api, subject="First"), make_mailing(api, subject="Second")
+    campaign = create(api, news, two_emails(first, second))
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    assert len(smtp_server.messages) == 3
+
+    with database.transaction() as session:
+        session.execute(delete(CampaignMailing).where(CampaignMailing.uuid == second))
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["First"],
+        "blake@example.com": ["First"],
+        "casey@x.org": ["Their first", "Their second"],
+    }
+    reason = f"its email step 'b' sends the campaign mailing {second}, which was deleted"
+    enrollments = report(api, campaign)["enrollments"]
+    assert {(e["email"], e["state"], e["node_id"], e["exit_reason"]) for e in enrollments} == {
+        ("alex@example.com", "exited", "d", reason),
+        ("blake@example.com", "exited", "d", reason),
+    }
+    nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (nodes["d"]["exited"], nodes["d"]["waiting"], nodes["b"]["entered"]) == (2, 0, 0)
+    assert not service.has_due_steps(database)  # never picked up again
+
+
+@pytest.mark.parametrize("name", ["custom.stage", "stage"])
+def test_a_condition_after_set_field_sees_the_new_value_in_the_same_and_a_later_step(
+    api: Api,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    name: str,
+) -> None:
+    """`set_field` names a custom field as a field condition does (`custom.stage`); the
+    bare name is the same field."""
+    mail = {
+        subject: make_mailing(api, subject=subject)
+        for subject in ("Warm at once", "Cold at once", "Still warm", "Cold later")
+    }
+    is_warm = {"check": "field", "name": "custom.stage", "op": "eq", "value": "warm"}
+    campaign = create(
+        api,
+        news,
+        graph(
+            [
+                node("t", "trigger"),
+                node("set", "action", do="set_field", name=name, value="warm"),
+                node("now", "condition", **is_warm),
+                node("warm1", "email", campaign_mailing_id=mail["Warm at once"]),
+                node("cold1", "email", campaign_mailing_id=mail["Cold at once"]),
+                node("hour", "delay", amount=1, unit="hours"),
+                node("later", "condition", **is_warm),
+                node("warm2", "email", campaign_mailing_id=mail["Still warm"]),
+                node("cold2", "email", campaign_mailing_id=mail["Cold later"]),
+            ],
+            [
+                edge("t", "set"),
+                edge("set", "now"),
+                edge("now", "warm1", "yes"),
+                edge("now", "cold1", "no"),
+                edge("warm1", "hour"),
+                edge("cold1", "hour"),
+                edge("hour", "later"),
+                edge("later", "warm2", "yes"),
+                edge("later", "cold2", "no"),
+            ],
+        ),
+    )
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(hours=1, minutes=5))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Warm at once", "Still warm"],
+        "blake@example.com": ["Warm at once", "Still warm"],
+    }
+    alex = ok(api.get(f"/subscribers/{subscriber_id(api, 'alex@example.com')}"))["data"]
+    fields = alex["attributes"]["custom_fields"]
+    assert [(f["custom_field_name"], f["custom_field_value"]) for f in fields] == [
+        ("stage", "warm")
+    ]

@@ -28,10 +28,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, exists, func, not_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -52,6 +64,7 @@ from dripstone.delivery.transports import (
     TransportOptions,
     open_transport,
 )
+from dripstone.subscribers import service as subscribers_service
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -65,6 +78,8 @@ PENDING, CLAIMED, SENDING = "pending", "claimed", "sending"
 DELIVERED, SOFT_BOUNCED, HARD_BOUNCED = "delivered", "soft_bounced", "hard_bounced"
 SKIPPED, FAILED, HELD = "skipped", "failed", "held"
 FINAL = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED, SKIPPED, FAILED)
+# Handed to a mail server, which answered for good: what counts as sent.
+SENT = (DELIVERED, SOFT_BOUNCED, HARD_BOUNCED)
 BOUNCED = (SOFT_BOUNCED, HARD_BOUNCED)
 
 
@@ -207,13 +222,57 @@ def close_pipeline() -> None:
 # --- who may be sent to ---------------------------------------------------------------------
 
 
+class Unsendable(StrEnum):
+    """Why an account may not send to an address."""
+
+    SUPPRESSED = "suppressed"  # the address hard-bounced for this account
+    OPTED_OUT = "opted_out"  # this account's subscriber with the address opted out of all mail
+
+
+def unsendable(
+    connection: Connection | Session, addresses: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], Unsendable]:
+    """May this account send to this address? The one answer every path (blast, drip, test,
+    preview) asks for: of the (account, address) pairs, those the account may not send to,
+    with why. Cross-account on purpose (a batch holds many accounts' messages): every
+    lookup is keyed by (account, address), so one account's suppressions and opt-outs
+    never stop another account's mail. `reachable_subscriber` is the same rule as SQL over
+    subscribers, for set-based selections."""
+    pairs = set(addresses)
+    if not pairs:
+        return {}
+    accounts = {account_id for account_id, _ in pairs}
+    emails = {email for _, email in pairs}
+    found: dict[tuple[int, str], Unsendable] = {}
+    opted_out = connection.execute(
+        select(Subscriber.account_id, Subscriber.email).where(
+            Subscriber.account_id.in_(accounts),
+            Subscriber.email.in_(emails),
+            Subscriber.opted_out_on.is_not(None),
+        )
+    )
+    for account_id, email in opted_out:
+        if email is not None and (account_id, email) in pairs:
+            found[(account_id, email)] = Unsendable.OPTED_OUT
+    suppressed = connection.execute(
+        select(Suppression.account_id, Suppression.email).where(
+            Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
+        )
+    )
+    for account_id, email in suppressed:
+        if (account_id, email) in pairs:
+            found[(account_id, email)] = Unsendable.SUPPRESSED
+    return found
+
+
 def not_suppressed(account_id: Any, email: Any) -> Any:
     """SQL: `email` is not on the account's suppression list."""
     return not_(exists().where(Suppression.account_id == account_id, Suppression.email == email))
 
 
 def reachable_subscriber() -> Any:
-    """SQL over Subscriber: has an address, has not opted out, is not suppressed."""
+    """SQL over Subscriber: has an address, has not opted out, is not suppressed (the rule
+    of `unsendable`, for selecting recipients set-based)."""
     return and_(
         Subscriber.email.is_not(None),
         Subscriber.opted_out_on.is_(None),
@@ -700,8 +759,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     subscriber_ids = [r.subscriber_id for r in rows if r.subscriber_id is not None]
     custom = _custom_fields(connection, subscriber_ids)
     left = _unsubscribed_pairs(connection, rows)
-    suppressed = _suppressed(connection, rows)
-    opted_out = _opted_out_addresses(connection, rows)
+    blocked = unsendable(connection, ((r.account_id, r.email) for r in rows))
     outgoing = read_outgoing(
         connection,
         [
@@ -742,27 +800,26 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             recipient=recipient,
             drip_enrollment_id=r.drip_enrollment_id,
         )
-        item.skip_reason = _skip_reason(r, left, suppressed, opted_out) or out.skip_reason
+        item.skip_reason = (
+            _skip_reason(r, left, blocked.get((r.account_id, r.email))) or out.skip_reason
+        )
         item.held = item.skip_reason is None and out.held
         due.append(item)
     return due
 
 
-def _skip_reason(
-    row: Any,
-    left: set[tuple[int, int]],
-    suppressed: set[tuple[int, str]],
-    opted_out: set[tuple[int, str]],
-) -> str | None:
-    if (row.account_id, row.email) in suppressed:
+def _skip_reason(row: Any, left: set[tuple[int, int]], blocked: Unsendable | None) -> str | None:
+    if blocked is Unsendable.SUPPRESSED:
         return "suppressed: the address bounced before"
     if not DeliveryKind(row.kind).to_members:
-        if (row.account_id, row.email) in opted_out:
+        # Test and preview rows name an address, not a subscriber, and may have been
+        # queued before the opt-out.
+        if blocked is Unsendable.OPTED_OUT:
             return "the address opted out of all mail"
         return None
     if row.subscriber_id is None or row.subscriber_email is None:
         return "the subscriber was deleted"
-    if row.opted_out_on is not None:
+    if row.opted_out_on is not None or blocked is Unsendable.OPTED_OUT:
         return "the subscriber opted out of all mail"
     if (row.subscriber_id, row.subscription_list_id) in left:
         return "the subscriber left the list"
@@ -807,33 +864,6 @@ def _unsubscribed_pairs(connection: Connection, rows: Sequence[Any]) -> set[tupl
     return {pair for pair in pairs if pair not in on_list}
 
 
-def _opted_out_addresses(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
-    """(account, address) among the test and preview rows whose subscriber opted out: those
-    rows name an address, not a subscriber, and may have been queued before the opt-out."""
-    emails = {r.email for r in rows if not DeliveryKind(r.kind).to_members}
-    if not emails:
-        return set()
-    found = connection.execute(
-        select(Subscriber.account_id, Subscriber.email).where(
-            Subscriber.account_id.in_({r.account_id for r in rows}),
-            Subscriber.email.in_(emails),
-            Subscriber.opted_out_on.is_not(None),
-        )
-    )
-    return {(account_id, email) for account_id, email in found if email is not None}
-
-
-def _suppressed(connection: Connection, rows: Sequence[Any]) -> set[tuple[int, str]]:
-    emails = {r.email for r in rows}
-    accounts = {r.account_id for r in rows}
-    found = connection.execute(
-        select(Suppression.account_id, Suppression.email).where(
-            Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
-        )
-    )
-    return {(account_id, email) for account_id, email in found}
-
-
 def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
     """Deliveries by status among those matching `conditions`."""
     rows = connection.execute(
@@ -842,6 +872,35 @@ def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
         .group_by(Delivery.status)
     )
     return {row.status: row.n for row in rows}
+
+
+@subscribers_service.count_messages_with
+def subscriber_counts(
+    session: Session, account_id: int, subscriber_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """Per subscriber of the account: their campaign and drip messages sent (see SENT),
+    delivered, opened, clicked, soft-bounced (given up after retries) and hard-bounced.
+    Test emails and previews never count; messages not sent yet count once answered."""
+    if not subscriber_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Delivery.subscriber_id,
+            func.count(case((Delivery.status.in_(SENT), 1))).label("deliveries"),
+            func.count(case((Delivery.status == DELIVERED, 1))).label("delivered"),
+            func.count(Delivery.opened_at).label("opened"),
+            func.count(Delivery.clicked_at).label("clicked"),
+            func.count(case((Delivery.status == SOFT_BOUNCED, 1))).label("soft_bounced"),
+            func.count(case((Delivery.status == HARD_BOUNCED, 1))).label("hard_bounced"),
+        )
+        .where(
+            Delivery.account_id == account_id,
+            Delivery.subscriber_id.in_(subscriber_ids),
+            Delivery.kind.in_([k for k in DeliveryKind if k.to_members]),
+        )
+        .group_by(Delivery.subscriber_id)
+    )
+    return {row.subscriber_id: dict(row._mapping) for row in rows}
 
 
 def last_deferral(connection: Connection, *conditions: Any) -> Any:

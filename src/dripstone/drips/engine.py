@@ -53,6 +53,7 @@ class Facts:
 
     subscriber_key: str  # stable per subscriber: seeds the split
     # email, first_name, last_name, phone_number, and custom fields as "custom.<name>"
+    # (graph.CUSTOM_FIELD_PREFIX): the names conditions and set_field actions use
     fields: Mapping[str, str | None] = field(default_factory=dict)
     lists: frozenset[str] = frozenset()  # lists the subscriber is subscribed to
     opened: frozenset[str] = frozenset()  # email node ids whose message was opened

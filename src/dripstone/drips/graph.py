@@ -48,6 +48,12 @@ MAX_DELAY = timedelta(days=3660)
 MAX_TREE_SIZE = 10_000
 MAX_TREE_DEPTH = 200
 
+# A field as conditions and set_field name it: a standard field (email, first_name,
+# last_name, phone_number) by its name, a custom field as "custom.<its name>".
+CUSTOM_FIELD_PREFIX = "custom."
+# What the subscribers API takes for a custom field's name and value.
+MAX_CUSTOM_FIELD_NAME = 255
+MAX_CUSTOM_FIELD_VALUE = 10_000
 _TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _UNIT_SECONDS: dict[str, int] = {
     "seconds": 1,
@@ -147,11 +153,18 @@ class Split:
 
 @dataclass(frozen=True)
 class Action:
-    """Change the subscriber: lists, a field, or unsubscribe."""
+    """Change the subscriber: lists, a custom field, or unsubscribe.
+
+    set_field sets one custom field (created on first use) to `value`. `name` is the field
+    as a field condition names it, "custom.<field>": a condition after the action, in the
+    same step or a later one, sees the new value under that name. Only custom fields can
+    be set; a name written without the prefix ("stage") is the custom field of that name
+    and is saved with it ("custom.stage").
+    """
 
     do: ActionKind
     list_id: str | None = None  # add_to_list, remove_from_list
-    name: str | None = None  # set_field
+    name: str | None = None  # set_field: "custom.<field>"
     value: str | None = None  # set_field
 
 
@@ -369,6 +382,11 @@ def relocate(old: Graph, new: Graph, node_id: str) -> str | None:
     return None
 
 
+def custom_field_name(name: str) -> str:
+    """The custom field a set_field `name` ("custom.<field>") sets."""
+    return name.removeprefix(CUSTOM_FIELD_PREFIX)
+
+
 def _fail(path: str, message: str, node_id: str | None = None) -> NoReturn:
     raise GraphError(path, message, node_id)
 
@@ -535,11 +553,23 @@ class _DataParser:
         if do in ("add_to_list", "remove_from_list"):
             return Action(do=do, list_id=self.text("list_id"))
         if do == "set_field":
-            name = self.text("name")
+            field_name = custom_field_name(self.text("name"))
+            if not field_name or field_name != field_name.strip() or "\x00" in field_name:
+                self.fail(
+                    "name",
+                    "name must be a custom field, written custom.<field name> (as a field "
+                    "condition names it), without surrounding spaces or NUL characters",
+                )
+            if len(field_name) > MAX_CUSTOM_FIELD_NAME:
+                self.fail("name", f"a custom field name is at most {MAX_CUSTOM_FIELD_NAME} long")
             value = self.data.get("value")
             if not isinstance(value, str):
                 self.fail("value", "value must be a string")
-            return Action(do=do, name=name, value=value)
+            if "\x00" in value:
+                self.fail("value", "value must not contain NUL characters")
+            if len(value) > MAX_CUSTOM_FIELD_VALUE:
+                self.fail("value", f"value must be at most {MAX_CUSTOM_FIELD_VALUE} characters")
+            return Action(do=do, name=CUSTOM_FIELD_PREFIX + field_name, value=value)
         return Action(do=do)
 
 

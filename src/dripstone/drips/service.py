@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 from sqlalchemy import and_, exists, func, literal, or_, select, text, update
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -38,15 +38,24 @@ from dripstone.db import (
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.models import Delivery
 from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
-from dripstone.drips.graph import Graph, GraphError, parse_graph, relocate
+from dripstone.drips.graph import (
+    CUSTOM_FIELD_PREFIX,
+    Graph,
+    GraphError,
+    custom_field_name,
+    parse_graph,
+    relocate,
+)
 from dripstone.drips.models import DripCampaign, DripEnrollment, DripNodeVisit
-from dripstone.errors import BadRequest, Invalid, NotFound
+from dripstone.errors import BadRequest, DripstoneError, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
+from dripstone.mailings import service as mailings
 from dripstone.mailings.models import CampaignMailing
+from dripstone.references import InUse
 from dripstone.subscribers import custom_fields, membership, subscriptions
 from dripstone.subscribers import lists as subscription_lists
 from dripstone.subscribers.models import (
@@ -98,6 +107,16 @@ def checked_graph(scope: AccountScope, text: str) -> Graph:
         raise Invalid(
             f"{NODES_FIELD}: {exc}", field=NODES_FIELD, path=exc.path, node=exc.node_id
         ) from None
+    # Held until the end, so that a mailing deleted meanwhile is not left referenced (its
+    # delete holds it for change); in id order, as the delete takes them.
+    scope.session.execute(
+        locked(
+            scope.select(CampaignMailing, CampaignMailing.id)
+            .where(CampaignMailing.uuid.in_(graph.mailing_ids()))
+            .order_by(CampaignMailing.id),
+            "share",
+        )
+    )
     for node_id, kind, value in graph.references():
         if kind == "campaign_mailing_id":
             mailing = scope.by_uuid(CampaignMailing, value)
@@ -273,19 +292,51 @@ def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
 
 
 @subscription_lists.LIST_USES.register
-def _campaign_on_list(scope: AccountScope, lst: SubscriptionList) -> str | None:
-    # Deleting the list would delete the campaign and its enrollments with it.
-    campaign = scope.session.scalars(
-        scope.select(DripCampaign).where(
-            DripCampaign.subscription_list_id == lst.id, DripCampaign.deleted_at.is_(None)
+def _campaigns_on_lists(
+    scope: AccountScope, lists: Sequence[SubscriptionList]
+) -> list[InUse | None]:
+    """Deleting a list would delete the campaigns on it and their enrollments with them."""
+    found: list[InUse | None] = []
+    for lst in lists:
+        campaign = scope.session.scalars(
+            scope.select(DripCampaign).where(
+                DripCampaign.subscription_list_id == lst.id, DripCampaign.deleted_at.is_(None)
+            )
+        ).first()
+        found.append(
+            None
+            if campaign is None
+            else InUse(
+                f"the drip campaign {campaign.name!r} ({campaign.uuid}) runs on this list: "
+                "delete the campaign first",
+                {"drip_campaign_id": campaign.uuid},
+            )
         )
-    ).first()
-    if campaign is None:
-        return None
-    return (
-        f"the drip campaign {campaign.name!r} ({campaign.uuid}) runs on this list: "
-        "delete the campaign first"
+    return found
+
+
+@mailings.MAILING_USES.register
+def _campaigns_sending_mailings(
+    scope: AccountScope, mailings_: Sequence[CampaignMailing]
+) -> list[InUse | None]:
+    """A campaign (deleted ones aside) whose email step sends the mailing would stall at that
+    step if it were deleted."""
+    wanted = {m.uuid for m in mailings_}
+    senders: dict[str, InUse] = {}
+    campaigns = scope.session.scalars(
+        scope.select(DripCampaign)
+        .where(DripCampaign.deleted_at.is_(None))
+        .order_by(DripCampaign.id)
     )
+    for campaign in campaigns:
+        for node_id, kind, value in parse_graph(campaign.nodes).references():
+            if kind == "campaign_mailing_id" and value in wanted and value not in senders:
+                senders[value] = InUse(
+                    f"the drip campaign {campaign.name!r} ({campaign.uuid}) sends this mailing "
+                    f"at its step {node_id!r}: change that step or delete the campaign first",
+                    {"drip_campaign_id": campaign.uuid, "node": node_id},
+                )
+    return [senders.get(m.uuid) for m in mailings_]
 
 
 def _enrollment_ids(campaign: DripCampaign) -> Any:
@@ -644,7 +695,14 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         )
     }
     enrollments = [e for e in enrollments if e.drip_campaign_id in campaigns]
-    graphs = {cid: _graph(c) for cid, c in campaigns.items()}
+    graphs: dict[int, Graph] = {}
+    broken: dict[int, str] = {}
+    for cid, c in campaigns.items():
+        try:
+            graphs[cid] = _graph(c)
+        except GraphError as exc:
+            broken[cid] = f"the campaign's graph is no longer valid: {exc}"
+    mailing_ids = _mailing_ids(session, campaigns.values(), graphs)
     # The list an unsubscribe from a campaign's email leaves (None: All contacts, all mail).
     leaves = {
         row[0]: None if row[1] else row[0]
@@ -669,15 +727,16 @@ def _advance_batch(session: Session, batch_size: int) -> int:
     deliveries: list[dict[str, Any]] = []
     visits: list[dict[str, Any]] = []
     for enrollment in enrollments:
-        campaign, graph = (
-            campaigns[enrollment.drip_campaign_id],
-            graphs[enrollment.drip_campaign_id],
-        )
+        campaign = campaigns[enrollment.drip_campaign_id]
         person = people.get(enrollment.subscriber_id or 0)
         reason = _exit_reason(enrollment, campaign, person, suppressed, members)
         if reason is not None or person is None:
             _leave(enrollment, EXITED, now, reason)
             continue
+        if campaign.id in broken:
+            _set_aside(enrollment, now, broken[campaign.id])
+            continue
+        graph = graphs[campaign.id]
         if enrollment.node_id not in graph.nodes:  # the graph changed under a running batch
             _leave(enrollment, EXITED, now, f"its step {enrollment.node_id!r} no longer exists")
             continue
@@ -689,12 +748,50 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             clicked={k: frozenset(v) for k, v in clicked.get(enrollment.id, {}).items()},
             timezone=person.timezone,
         )
-        step = engine.advance(
-            graph,
-            engine.Position(enrollment.node_id, enrollment.arrived_at),
-            facts,
-            now,
-            zones.get(campaign.account_id) or "UTC",
+        try:
+            step = engine.advance(
+                graph,
+                engine.Position(enrollment.node_id, enrollment.arrived_at),
+                facts,
+                now,
+                zones.get(campaign.account_id) or "UTC",
+            )
+        except ValueError as exc:
+            _set_aside(enrollment, now, f"its step {enrollment.node_id!r} cannot be taken: {exc}")
+            continue
+        unsent = next(
+            (
+                effect
+                for effect in step.effects
+                if isinstance(effect, engine.SendEmail)
+                and (campaign.account_id, effect.mailing_id) not in mailing_ids
+            ),
+            None,
+        )
+        if unsent is not None:
+            _set_aside(
+                enrollment,
+                now,
+                f"its email step {unsent.node_id!r} sends the campaign mailing "
+                f"{unsent.mailing_id}, which was deleted",
+            )
+            continue
+        try:
+            emails, left = _carry_out(session, step.effects, campaign, person)
+        except _ActionFailed as exc:
+            _set_aside(enrollment, now, str(exc))
+            continue
+        deliveries.extend(
+            _delivery_row(
+                campaign,
+                enrollment,
+                person,
+                email,
+                mailing_ids[(campaign.account_id, email.mailing_id)],
+                now,
+                leaves.get(campaign.subscription_list_id),
+            )
+            for email in emails
         )
         for node_id in (enrollment.node_id, *step.visited):
             visits.append(
@@ -705,23 +802,6 @@ def _advance_batch(session: Session, batch_size: int) -> int:
                     "entered_at": now,
                 }
             )
-        left = False
-        for effect in step.effects:
-            if isinstance(effect, engine.SendEmail):
-                deliveries.append(
-                    _delivery_row(
-                        session,
-                        campaign,
-                        enrollment,
-                        person,
-                        effect,
-                        now,
-                        leaves.get(campaign.subscription_list_id),
-                    )
-                )
-            elif _act(session, campaign, person, effect):
-                left = True  # the subscriber unsubscribed: nothing after this is carried out
-                break
         if left:
             _leave(enrollment, EXITED, now, "unsubscribed by the campaign's action")
         elif step.position is None:
@@ -759,6 +839,74 @@ def _leave(enrollment: DripEnrollment, state: str, now: datetime, reason: str | 
     enrollment.state = state
     enrollment.finished_at = now
     enrollment.exit_reason = reason
+
+
+def _set_aside(enrollment: DripEnrollment, now: datetime, reason: str) -> None:
+    """Take out an enrollment whose step cannot be carried out, nothing of the step done,
+    so that it never holds up the rest of its batch; the reason shows in the report."""
+    log.warning(
+        "drip campaign %s: enrollment %s set aside: %s",
+        enrollment.drip_campaign_id,
+        enrollment.id,
+        reason,
+    )
+    _leave(enrollment, EXITED, now, reason[:255])
+
+
+class _ActionFailed(Exception):
+    """An action node of a step could not be carried out (the message says which, and why)."""
+
+
+def _carry_out(
+    session: Session,
+    effects: Sequence[engine.Effect],
+    campaign: DripCampaign,
+    person: _Subject,
+) -> tuple[list[engine.SendEmail], bool]:
+    """Carry out a step's actions in order, in a savepoint, so that a failing action undoes
+    the step's other actions and nothing else. Returns the emails to send and whether the
+    subscriber has left (unsubscribed): nothing after that is carried out."""
+    emails: list[engine.SendEmail] = []
+    if not any(isinstance(effect, engine.RunAction) for effect in effects):
+        return [cast(engine.SendEmail, effect) for effect in effects], False
+    node_id = ""
+    try:
+        with session.begin_nested():
+            for effect in effects:
+                node_id = effect.node_id
+                if isinstance(effect, engine.SendEmail):
+                    emails.append(effect)
+                elif _act(session, campaign, person, effect):
+                    return emails, True
+    except (DripstoneError, IntegrityError, DataError, LookupError, ValueError) as exc:
+        raise _ActionFailed(f"its action step {node_id!r} failed: {exc}") from exc
+    return emails, False
+
+
+def _mailing_ids(
+    session: Session, campaigns: Iterable[DripCampaign], graphs: dict[int, Graph]
+) -> dict[tuple[int, str], int]:
+    """Cross-account: the internal id of each mailing the batch's graphs send, keyed by
+    (account, mailing uuid), in one query per batch; a deleted mailing is missing."""
+    wanted = {
+        (campaign.account_id, mailing)
+        for campaign in campaigns
+        if campaign.id in graphs
+        for mailing in graphs[campaign.id].mailing_ids()
+    }
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(CampaignMailing.account_id, CampaignMailing.uuid, CampaignMailing.id).where(
+            CampaignMailing.account_id.in_({account_id for account_id, _ in wanted}),
+            CampaignMailing.uuid.in_({mailing for _, mailing in wanted}),
+        )
+    )
+    return {
+        (account_id, mailing): mailing_id
+        for account_id, mailing, mailing_id in rows
+        if (account_id, mailing) in wanted
+    }
 
 
 def _exit_reason(
@@ -813,7 +961,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
         .join(CustomFieldType, CustomFieldType.id == CustomFieldValue.field_type_id)
         .where(CustomFieldValue.subscriber_id.in_(subscriber_ids))
     ):
-        people[subscriber_id].fields[f"custom.{name}"] = value
+        people[subscriber_id].fields[CUSTOM_FIELD_PREFIX + name] = value
         if name == TIMEZONE_FIELD:
             people[subscriber_id].timezone = value
     for subscriber_id, list_uuid in session.execute(
@@ -830,18 +978,18 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
 def _suppressed(
     session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, _Subject]
 ) -> set[int]:
-    emails = {p.email for p in people.values() if p.email}
-    if not emails:
-        return set()
-    accounts = {e.account_id for e in enrollments}
-    bounced = set(
-        session.scalars(
-            select(Suppression.email).where(
-                Suppression.account_id.in_(accounts), Suppression.email.in_(emails)
-            )
-        )
-    )
-    return {p.id for p in people.values() if p.email in bounced}
+    """The subscribers among `people` whose own account suppressed their address."""
+    addresses = {
+        (e.account_id, person.email): person.id
+        for e in enrollments
+        if (person := people.get(e.subscriber_id or 0)) is not None and person.email
+    }
+    blocked = delivery.unsendable(session, addresses)
+    return {
+        subscriber_id
+        for address, subscriber_id in addresses.items()
+        if blocked.get(address) is delivery.Unsendable.SUPPRESSED
+    }
 
 
 def _list_members(
@@ -891,15 +1039,14 @@ def _engagement(
 
 
 def _delivery_row(
-    session: Session,
     campaign: DripCampaign,
     enrollment: DripEnrollment,
     person: _Subject,
     effect: engine.SendEmail,
+    mailing_id: int,
     now: datetime,
     leaves_list: int | None,
 ) -> dict[str, Any]:
-    mailing_id = _mailing_id(session, campaign.account_id, effect.mailing_id)
     return {
         "account_id": campaign.account_id,
         "kind": DeliveryKind.DRIP,
@@ -920,24 +1067,6 @@ def _delivery_row(
     }
 
 
-_mailing_ids: dict[tuple[int, str], int] = {}
-
-
-def _mailing_id(session: Session, account_id: int, mailing_uuid: str) -> int:
-    key = (account_id, mailing_uuid)
-    found = _mailing_ids.get(key)
-    if found is None:
-        found = session.scalar(
-            select(CampaignMailing.id).where(
-                CampaignMailing.account_id == account_id, CampaignMailing.uuid == mailing_uuid
-            )
-        )
-        if found is None:
-            raise LookupError(f"campaign mailing {mailing_uuid} was deleted")
-        _mailing_ids[key] = found
-    return found
-
-
 def _act(
     session: Session, campaign: DripCampaign, person: _Subject, effect: engine.RunAction
 ) -> bool:
@@ -947,8 +1076,11 @@ def _act(
         subscriptions.change_subscriptions(scope, "unsubscribe", [person.uuid], None)
         return True
     if effect.do == "set_field" and effect.name is not None:
-        custom_fields.set_custom_field(scope, person.id, effect.name, effect.value or "")
-        person.fields[f"custom.{effect.name}"] = effect.value
+        field_name = custom_field_name(effect.name)
+        custom_fields.set_custom_field(scope, person.id, field_name, effect.value or "")
+        person.fields[effect.name] = effect.value
+        if field_name == TIMEZONE_FIELD:
+            person.timezone = effect.value
         return False
     lst = scope.by_uuid(SubscriptionList, effect.list_id or "")
     if lst is None:

@@ -17,13 +17,14 @@ from dripstone.db import (
     INVALID_REGULAR_EXPRESSION,
     AccountScope,
     UTCDateTime,
+    locked,
     matches_regex,
     ordering,
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery, Suppression
+from dripstone.delivery.models import Delivery
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
@@ -32,6 +33,7 @@ from dripstone.jobs.models import Job
 from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
 from dripstone.mailings import schemas
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
+from dripstone.references import Uses
 from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.models import DynamicList, Subscriber, SubscriptionList
 from dripstone.subscribers.segments import referenced_dynamic_list, segment_selection
@@ -122,7 +124,7 @@ def _delivery_counts(key: Any) -> Any:
     return select(
         key.label("key"),
         func.count().label("recipients"),
-        _count_if(Delivery.status.in_(delivery.FINAL[:3])).label("sent"),
+        _count_if(Delivery.status.in_(delivery.SENT)).label("sent"),
         _count_if(Delivery.status == delivery.DELIVERED).label("delivered"),
         _count_if(Delivery.status.in_(delivery.BOUNCED)).label("bounced"),
         _count_if(Delivery.status == delivery.SOFT_BOUNCED).label("soft_bounced"),
@@ -233,8 +235,13 @@ def _subject_taken(scope: AccountScope, subject: str, current: CampaignMailing |
     return scope.session.execute(stmt.limit(1)).first() is not None
 
 
+# Domains whose rows point at a mailing (drip campaigns' email steps) register here.
+MAILING_USES: Uses[CampaignMailing] = Uses()
+
+
 def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> None:
-    """Delete mailings with their sends and deliveries; unknown ids are a 422, nothing deleted."""
+    """Delete mailings with their sends and deliveries. An unknown id, or a mailing that a
+    drip campaign (deleted ones aside) sends, is a 422 and nothing is deleted."""
     found = []
     for index, mailing_id in enumerate(mailing_ids):
         mailing = scope.by_uuid(CampaignMailing, mailing_id)
@@ -243,23 +250,37 @@ def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> Non
                 f"campaign_mailing_ids[{index}]: no campaign mailing {mailing_id} in this account",
                 field=f"campaign_mailing_ids[{index}]",
             )
-        found.append(mailing.id)
+        found.append(mailing)
     if not found:
         return
+    # Held until the end, so that no drip campaign saved meanwhile starts sending one of
+    # them (saving a graph holds its mailings shared); in id order, as saving takes them.
+    scope.session.execute(
+        locked(
+            scope.select(CampaignMailing, CampaignMailing.id)
+            .where(CampaignMailing.id.in_({m.id for m in found}))
+            .order_by(CampaignMailing.id),
+            "change",
+        )
+    )
+    MAILING_USES.refuse_delete_if_used(
+        scope, found, [f"campaign_mailing_ids[{index}]" for index in range(len(found))]
+    )
+    found_ids = [m.id for m in found]
     # Sends in flight stop here: their jobs find no send and deliveries go with the rows.
     jobs = scope.select(CampaignMailingSend, CampaignMailingSend.job_id).where(
-        CampaignMailingSend.campaign_mailing_id.in_(found)
+        CampaignMailingSend.campaign_mailing_id.in_(found_ids)
     )
     scope.session.execute(
         update(Job)
         .where(Job.id.in_(jobs.scalar_subquery()), Job.state.in_(("queued", "running")))
         .values(state="cancelled", finished_at=clock.now(), lease_token=None)
     )
-    scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found)))
+    scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found_ids)))
     scope.session.execute(
-        delete(CampaignMailingSend).where(CampaignMailingSend.campaign_mailing_id.in_(found))
+        delete(CampaignMailingSend).where(CampaignMailingSend.campaign_mailing_id.in_(found_ids))
     )
-    scope.session.execute(delete(CampaignMailing).where(CampaignMailing.id.in_(found)))
+    scope.session.execute(delete(CampaignMailing).where(CampaignMailing.id.in_(found_ids)))
 
 
 def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None:
@@ -284,17 +305,15 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
 
 def _refuse_unreachable(scope: AccountScope, email: str, field: str) -> Subscriber | None:
     """The subscriber with this address, if any; 422 if the address may not be mailed."""
-    suppressed = scope.session.execute(
-        scope.select(Suppression, Suppression.id).where(Suppression.email == email)
-    ).first()
-    if suppressed is not None:
+    blocked = delivery.unsendable(scope.session, [(scope.account_id, email)])
+    if blocked.get((scope.account_id, email)) is delivery.Unsendable.SUPPRESSED:
         raise Invalid(f"{field}: {email} bounced before and is suppressed", field=field)
-    subscriber = scope.session.scalars(
+    if blocked.get((scope.account_id, email)) is delivery.Unsendable.OPTED_OUT:
+        raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
+    found: Subscriber | None = scope.session.scalars(
         scope.select(Subscriber).where(Subscriber.email == email)
     ).one_or_none()
-    if subscriber is not None and subscriber.opted_out_on is not None:
-        raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
-    return subscriber
+    return found
 
 
 # --- sends -------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def delete_list(scope: AccountScope, list_id: str) -> None:
     lst = get_list(scope, list_id)
     if lst.is_default:
         raise Invalid("the default list (All contacts) cannot be deleted", field="id")
-    LIST_USES.refuse_delete_if_used(scope, lst, field="id")
+    LIST_USES.refuse_delete_if_used(scope, [lst], ["id"])
     scope.session.delete(lst)
     scope.session.flush()
 

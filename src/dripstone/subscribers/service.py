@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid, ordering
@@ -211,6 +212,25 @@ def resolve_subscribers(scope: AccountScope, public_ids: Sequence[str], field: s
     return [found[pid] for pid in wanted]
 
 
+# Per subscriber of the account: the counts of `with_stats` statistics. Messages belong to the
+# delivery domain, above this one, so it registers the counting here.
+MessageCounts = Callable[[Session, int, Sequence[int]], dict[int, dict[str, int]]]
+_count_messages: MessageCounts | None = None
+
+
+def count_messages_with(count: MessageCounts) -> MessageCounts:
+    """Register how subscribers' messages are counted (done once, by the delivery domain)."""
+    global _count_messages
+    _count_messages = count
+    return count
+
+
+def _message_counts(scope: AccountScope, ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    if _count_messages is None:
+        raise RuntimeError("no message counter registered: import dripstone.tasks first")
+    return _count_messages(scope.session, scope.account_id, ids)
+
+
 def describe(
     scope: AccountScope, subscribers: Sequence[Subscriber], *, with_stats: bool = False
 ) -> list[schemas.DetailedSubscriberResource]:
@@ -254,6 +274,7 @@ def describe(
                 )
             )
     everyone = default_list(scope)
+    counts = _message_counts(scope, ids) if with_stats else {}
     described = []
     for s in subscribers:
         lists = [
@@ -264,13 +285,14 @@ def describe(
         ]
         stats = None
         if with_stats:
+            sent = counts.get(s.id, {})
             stats = schemas.SubscriberStatistics(
-                deliveries=0,
-                delivered=0,
-                opened=0,
-                clicked=0,
-                soft_bounced=0,
-                hard_bounced=0,
+                deliveries=sent.get("deliveries", 0),
+                delivered=sent.get("delivered", 0),
+                opened=sent.get("opened", 0),
+                clicked=sent.get("clicked", 0),
+                soft_bounced=sent.get("soft_bounced", 0),
+                hard_bounced=sent.get("hard_bounced", 0),
                 unsubscribed=sum(1 for m in memberships[s.id] if m.unsubscribed),
                 global_unsubscribed=int(s.opted_out_on is not None),
             )
