@@ -42,6 +42,7 @@ class Processes:
         self.env = env
         self.log_dir = log_dir
         self.running: list[subprocess.Popen[bytes]] = []
+        self.servers: dict[str, int] = {}  # base URL -> index in `running`
 
     def start(self, command: str, port: int | None = None) -> subprocess.Popen[bytes]:
         args = (
@@ -54,23 +55,27 @@ class Processes:
         self.running.append(process)
         return process
 
-    def serve(self, timeout: float = 60) -> str:
-        """Start a `dripstone serve`; its base URL, once it answers."""
+    def serve(self) -> str:
+        """Start a `dripstone serve`; its base URL (`wait_answering` waits for it)."""
         port = free_port()
-        process = self.start("serve", port)
-        log = self._log(len(self.running) - 1, "serve")
-        base = f"http://127.0.0.1:{port}"
+        self.servers[f"http://127.0.0.1:{port}"] = len(self.running)
+        self.start("serve", port)
+        return f"http://127.0.0.1:{port}"
+
+    def wait_answering(self, base: str, timeout: float = 120) -> None:
+        """Wait until the server at `base` answers; if it exits instead, fail with its log."""
+        process = self.running[self.servers[base]]
 
         def answers() -> bool:
             if process.poll() is not None:
-                raise AssertionError(f"dripstone serve exited:\n{log.read_text()}")
+                log = self._log(self.servers[base], "serve").read_text()
+                raise AssertionError(f"dripstone serve exited:\n{log}")
             try:
                 return httpx.get(f"{base}/healthz").status_code == 200
             except httpx.TransportError:
                 return False
 
         wait_until(answers, f"dripstone serve answering on {base}", timeout)
-        return base
 
     def _log(self, index: int, command: str) -> Path:
         return self.log_dir / f"{command}-{index}.log"

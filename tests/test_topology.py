@@ -215,6 +215,8 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
         servers = [processes.serve(), processes.serve()]
         doomed = processes.start("worker")
         processes.start("worker")
+        for base in servers:
+            processes.wait_answering(base)
         send_jid = post(servers[0], work.key, "/campaign_mailing_sends", work.send_body)["jid"]
         drip_jids = post(servers[1], work.key, f"/drip_campaigns/{work.drip_id}/start")["jids"]
         started = time.monotonic()
