@@ -165,6 +165,7 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
 ) -> None:
     database = pg_database
     began = time.monotonic()
+    work = create_work(database)
     arrived: list[float] = []  # arrived[i]: when smtp_server.messages[i] came in
     smtp_server.handler.on_message = lambda: arrived.append(time.monotonic())
     env = {
@@ -209,15 +210,13 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
     def jobs() -> dict[str, int]:
         return counts(Job.kind + " " + Job.state, Job.kind, Job.state)
 
+    created = time.monotonic()
     try:
         servers = [processes.serve(), processes.serve()]
         doomed = processes.start("worker")
         processes.start("worker")
-        work = create_work(database)  # while the processes start
-        created = time.monotonic()
         for base in servers:
             processes.wait_answering(base)
-        answering = time.monotonic()
         send_jid = post(servers[0], work.key, "/campaign_mailing_sends", work.send_body)["jid"]
         drip_jids = post(servers[1], work.key, f"/drip_campaigns/{work.drip_id}/start")["jids"]
         started = time.monotonic()
@@ -295,8 +294,8 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
     )
     assert {records[jid].state for jid in drip_jids} == {jobs_service.SUCCEEDED}
     print(  # the figures, for `pytest -s`
-        f"\n{queue.url.split(':')[0]} queue: data {created - began:.1f}s, servers answering "
-        f"{answering - began:.1f}s, first message {arrived[0] - started:.1f}s after the starts; "
+        f"\n{queue.url.split(':')[0]} queue: data {created - began:.1f}s, processes up "
+        f"{started - created:.1f}s, first message {arrived[0] - started:.1f}s after the starts; "
         f"killed at {received_at_kill} of {EXPECTED} messages ({rate:.0f}/s until then, at "
         f"most {most_held[0]} deliveries held); in the window {len(in_doubt)}, received twice "
         f"{len(twice)} {dict(Counter(subject for _, subject in twice))}; last message "
