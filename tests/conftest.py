@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
@@ -23,6 +24,7 @@ from dripstone.db import Base
 from dripstone.jobs.queue import run_tasks_inline
 
 POSTGRES_URL = os.environ.get("DRIPSTONE_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("DRIPSTONE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
@@ -110,6 +112,20 @@ def client(settings: Settings, database: db.Database) -> Iterator[TestClient]:
     run_tasks_inline()
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis of the queue tests. Unreachable, they are skipped on a developer's machine
+    and fail in CI (CI=true), where they must run."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        problem = f"Redis is not reachable at {REDIS_URL} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; CI runs the Redis queue tests (.ci/run starts redis-server)")
+        pytest.skip(f"{problem}: start redis-server, or set DRIPSTONE_TEST_REDIS_URL")
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from dripstone.config import Settings
+from dripstone.jobs.queue import configure_queue, huey
 
 DRIPSTONE = str(Path(sys.executable).parent / "dripstone")
 
@@ -19,6 +22,13 @@ def queue_url(settings: Settings, database_url: str) -> str:
     if database_url.startswith("sqlite"):
         return f"sqlite:///{settings.data_dir / 'queue.db'}"
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def flush_queue(url: str, name: str) -> None:
+    """Empty the queue `name` at `url`: its tasks, schedule, locks and counters."""
+    configure_queue(url, name)
+    huey.storage.flush_all()
+    configure_queue("memory://")
 
 
 def free_port() -> int:
@@ -32,17 +42,43 @@ class Processes:
         self.env = env
         self.log_dir = log_dir
         self.running: list[subprocess.Popen[bytes]] = []
+        self.servers: dict[str, int] = {}  # base URL -> index in `running`
 
-    def start(self, command: str) -> subprocess.Popen[bytes]:
+    def start(self, command: str, port: int | None = None) -> subprocess.Popen[bytes]:
         args = (
             [DRIPSTONE, "worker"]
             if command == "worker"
-            else [DRIPSTONE, "serve", "--port", str(free_port())]
+            else [DRIPSTONE, "serve", "--port", str(port or free_port())]
         )
-        log = (self.log_dir / f"{command}-{len(self.running)}.log").open("wb")
+        log = self._log(len(self.running), command).open("wb")
         process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.running.append(process)
         return process
+
+    def serve(self) -> str:
+        """Start a `dripstone serve`; its base URL (`wait_answering` waits for it)."""
+        port = free_port()
+        self.servers[f"http://127.0.0.1:{port}"] = len(self.running)
+        self.start("serve", port)
+        return f"http://127.0.0.1:{port}"
+
+    def wait_answering(self, base: str, timeout: float = 120) -> None:
+        """Wait until the server at `base` answers; if it exits instead, fail with its log."""
+        process = self.running[self.servers[base]]
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                log = self._log(self.servers[base], "serve").read_text()
+                raise AssertionError(f"dripstone serve exited:\n{log}")
+            try:
+                return httpx.get(f"{base}/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, f"dripstone serve answering on {base}", timeout)
+
+    def _log(self, index: int, command: str) -> Path:
+        return self.log_dir / f"{command}-{index}.log"
 
     def stop_all(self) -> None:
         for process in self.running:
@@ -54,11 +90,18 @@ class Processes:
                     process.kill()
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
-    """Poll until `condition` holds: another process is doing the work."""
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 180,
+    state: Callable[[], str] | None = None,
+) -> None:
+    """Poll until `condition` holds: another process is doing the work. On timeout, the
+    failure says `state()` too: what the processes had got to."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.01)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
+    found = f"; {state()}" if state is not None else ""
+    raise AssertionError(f"{what} did not happen within {timeout:.1f}s{found}")

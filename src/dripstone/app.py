@@ -56,7 +56,7 @@ STATUS_CODES = {
 def configure_runtime(settings: Settings) -> None:
     """Point this process at the configured database and queue."""
     db.configure(settings.resolved_database_url)
-    configure_queue(settings.resolved_queue_url)
+    configure_queue(settings.resolved_queue_url, settings.queue_name)
     jobs_service.set_limits(
         jobs_service.JobLimits(
             batch_size=settings.job_batch_size,

@@ -98,7 +98,10 @@ def worker(
     from dripstone.jobs.ticker import Ticker
 
     recover_jobs(db.database())
-    err.print(f"Dripstone worker consuming {settings.resolved_queue_url.split('@')[-1]}")
+    err.print(
+        f"Dripstone worker consuming queue {settings.queue_name} on "
+        f"{settings.resolved_queue_url.split('@')[-1]}"
+    )
     Ticker().start()
     create_consumer(workers or settings.queue_workers, embedded=False).run()
 

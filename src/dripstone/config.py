@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str = ""
     queue_url: str = ""
+    # Tasks of one deployment; another name on the same Redis or database is another queue.
+    queue_name: Annotated[str, Field(pattern="^[A-Za-z0-9_]{1,40}$")] = "dripstone"
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""
     log_level: Annotated[str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"

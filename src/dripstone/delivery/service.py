@@ -331,17 +331,22 @@ def dispatch_due(database: Database, active: Pipeline | None = None) -> int:
 
 def _claim(database: Database, token: str, policy: DeliveryPolicy) -> list[int]:
     now = clock.now()
+    # Materialised, so the batch is chosen and locked once. As a subquery of the UPDATE,
+    # PostgreSQL may run it again while other dispatchers change rows: one claim then took
+    # thousands of rows, and held its locks for a minute while every other dispatcher waited.
     due = (
         select(Delivery.id)
         .where(Delivery.status == PENDING, Delivery.next_attempt_at <= now)
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(policy.batch_size)
         .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
     with database.engine.begin() as connection:
         rows = connection.execute(
             update(Delivery)
-            .where(Delivery.id.in_(due.scalar_subquery()), Delivery.status == PENDING)
+            .where(Delivery.id.in_(select(due.c.id)), Delivery.status == PENDING)
             .values(
                 status=CLAIMED,
                 claim_token=token,

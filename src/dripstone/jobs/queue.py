@@ -17,21 +17,22 @@ QUEUE_NAME = "dripstone"
 huey = Huey(QUEUE_NAME, results=False, utc=True, storage_class=MemoryStorage)
 
 
-def configure_queue(url: str) -> None:
-    """Point the queue at `url`: sqlite:///path, postgresql://…, redis://… or memory://."""
+def configure_queue(url: str, name: str = QUEUE_NAME) -> None:
+    """Point the queue at `url`: sqlite:///path, postgresql://…, redis://… or memory://.
+    Deployments that share one Redis or one database keep their tasks apart by `name`."""
     huey.immediate = False
     scheme = urlsplit(url).scheme
     storage: Any
     if scheme == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        storage = SqliteStorage(QUEUE_NAME, filename=str(path), timeout=30)
+        storage = SqliteStorage(name, filename=str(path), timeout=30)
     elif scheme == "postgresql":
-        storage = PostgresStorage(QUEUE_NAME, dsn=url)
+        storage = PostgresStorage(name, dsn=url)
     elif scheme == "redis":
-        storage = RedisStorage(QUEUE_NAME, url=url)
+        storage = RedisStorage(name, url=url)
     elif scheme == "memory":
-        storage = MemoryStorage(QUEUE_NAME)
+        storage = MemoryStorage(name)
     else:
         raise ValueError(f"unsupported queue URL scheme: {scheme!r}")
     huey.storage = storage
