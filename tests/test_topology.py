@@ -36,7 +36,7 @@ from dripstone.db import AccountScope
 from dripstone.delivery import service as delivery
 from dripstone.delivery.models import Delivery
 from dripstone.drips import service as drips
-from dripstone.drips.models import DripEnrollment
+from dripstone.drips.models import DripEnrollment, EnrollmentState
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs.models import Job
 from dripstone.mailings import schemas as mailing_schemas
@@ -202,7 +202,9 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
         deliveries = counts(Delivery.status)
         left = {f"delivery {s}": n for s, n in deliveries.items() if s != delivery.DELIVERED}
         enrollments = counts(DripEnrollment.state)
-        left |= {f"enrollment {s}": n for s, n in enrollments.items() if s != drips.COMPLETED}
+        left |= {
+            f"enrollment {s}": n for s, n in enrollments.items() if s != EnrollmentState.COMPLETED
+        }
         if sum(deliveries.values()) < EXPECTED:
             left["deliveries not created yet"] = EXPECTED - sum(deliveries.values())
         return left

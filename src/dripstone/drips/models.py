@@ -4,11 +4,32 @@ them, and the record of which nodes each enrollment entered."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone.db import AccountOwned, Base, BigIntId, PublicId, Timestamps
+
+
+class DripState(StrEnum):
+    """draft → started (start) ⇄ paused (pause / start again)."""
+
+    DRAFT = "draft"
+    STARTED = "started"
+    PAUSED = "paused"
+
+
+class StartTrigger(StrEnum):
+    EXISTING = "existing"  # the list's members when the campaign first starts
+    SUBSCRIPTION = "subscription"  # whoever joins the list after that
+    BOTH = "both"
+
+
+class EnrollmentState(StrEnum):
+    ACTIVE = "active"  # at a node, to be looked at again at next_run_at
+    COMPLETED = "completed"  # reached an end
+    EXITED = "exited"  # left early, or set aside: exit_reason says why
 
 
 class DripCampaign(PublicId, AccountOwned, Timestamps, Base):
@@ -21,8 +42,8 @@ class DripCampaign(PublicId, AccountOwned, Timestamps, Base):
     subscription_list_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("subscription_lists.id", ondelete="CASCADE"), index=True
     )
-    start_trigger: Mapped[str] = mapped_column(String(16))  # existing, subscription, both
-    state: Mapped[str] = mapped_column(String(16), default="draft")  # draft, started, paused
+    start_trigger: Mapped[str] = mapped_column(String(16))  # a StartTrigger
+    state: Mapped[str] = mapped_column(String(16), default=DripState.DRAFT.value)  # a DripState
     nodes: Mapped[str] = mapped_column(Text)  # the graph, canonical JSON
     tree_blob: Mapped[str] = mapped_column(Text)
     started_at: Mapped[datetime | None]

@@ -9,10 +9,8 @@ from dataclasses import replace
 from sqlalchemy import Connection, select
 
 from dripstone.delivery.kinds import Claimed, DeliveryKind, Outgoing, reads_outgoing
-from dripstone.drips.models import DripCampaign, DripEnrollment
+from dripstone.drips.models import DripCampaign, DripEnrollment, DripState
 from dripstone.mailings.outgoing import load_mailings, mailing_contents
-
-PAUSED = "paused"
 
 
 @reads_outgoing(DeliveryKind.DRIP)
@@ -41,7 +39,7 @@ def _drip_steps(connection: Connection, claimed: Sequence[Claimed]) -> dict[int,
         campaign = campaigns.get(c.drip_enrollment_id or 0)
         if campaign is not None and campaign.deleted_at is not None:
             outgoing = replace(outgoing, skip_reason="the drip campaign was deleted")
-        elif campaign is not None and campaign.state == PAUSED:
+        elif campaign is not None and campaign.state == DripState.PAUSED:
             outgoing = replace(outgoing, held=True)
         found[c.id] = outgoing
     return found

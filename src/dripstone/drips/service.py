@@ -49,7 +49,14 @@ from dripstone.drips.graph import (
     parse_graph,
     relocate,
 )
-from dripstone.drips.models import DripCampaign, DripEnrollment, DripNodeVisit
+from dripstone.drips.models import (
+    DripCampaign,
+    DripEnrollment,
+    DripNodeVisit,
+    DripState,
+    EnrollmentState,
+    StartTrigger,
+)
 from dripstone.errors import BadRequest, DripstoneError, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
@@ -72,9 +79,6 @@ from dripstone.wire import fits_in_a_header, normalize_email
 
 log = logging.getLogger(__name__)
 
-DRAFT, STARTED, PAUSED = "draft", "started", "paused"
-ACTIVE, COMPLETED, EXITED = "active", "completed", "exited"
-EXISTING, SUBSCRIPTION, BOTH = "existing", "subscription", "both"
 ENROLL_JOB = "drip_enroll"
 # Subscriber ids per enrollment job, and per transaction within one.
 ENROLL_JOB_IDS = 250_000
@@ -163,7 +167,7 @@ def create_campaign(scope: AccountScope, fields: CampaignFields) -> DripCampaign
     ]
     if missing:
         raise Invalid(f"{missing[0]}: is required", field=missing[0])
-    campaign = DripCampaign(account_id=scope.account_id, state=DRAFT)
+    campaign = DripCampaign(account_id=scope.account_id, state=DripState.DRAFT)
     _apply(scope, campaign, fields)
     scope.session.add(campaign)
     scope.session.flush()
@@ -178,7 +182,7 @@ def update_campaign(
     or leave the campaign (see `relocate`)."""
     old_graph = parse_graph(campaign.nodes)
     _apply(scope, campaign, fields)
-    if campaign.state != DRAFT and fields.nodes is not None:
+    if campaign.state != DripState.DRAFT and fields.nodes is not None:
         _move_enrollments(scope.session, campaign, old_graph, parse_graph(campaign.nodes))
     campaign.updated_at = clock.now()
     return campaign
@@ -191,7 +195,10 @@ def _apply(scope: AccountScope, campaign: DripCampaign, fields: CampaignFields) 
         lst = subscription_lists.referenced_list(
             scope, fields.subscription_list_id, "subscription_list_id"
         )
-        if campaign.state != DRAFT and campaign.subscription_list_id not in (None, lst.id):
+        if campaign.state != DripState.DRAFT and campaign.subscription_list_id not in (
+            None,
+            lst.id,
+        ):
             raise Invalid(
                 "subscription_list_id: the list of a started campaign cannot change",
                 field="subscription_list_id",
@@ -209,7 +216,10 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
     now = clock.now()
     at_nodes = session.execute(
         select(DripEnrollment.node_id, func.count())
-        .where(DripEnrollment.drip_campaign_id == campaign.id, DripEnrollment.state == ACTIVE)
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
+        )
         .group_by(DripEnrollment.node_id)
     ).all()
     for node_id, _count in at_nodes:
@@ -221,7 +231,7 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
             target = relocate(old, new, node_id)
         where = and_(
             DripEnrollment.drip_campaign_id == campaign.id,
-            DripEnrollment.state == ACTIVE,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
             DripEnrollment.node_id == node_id,
         )
         if target is None:
@@ -229,7 +239,7 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
                 update(DripEnrollment)
                 .where(where)
                 .values(
-                    state=EXITED,
+                    state=EnrollmentState.EXITED,
                     finished_at=now,
                     exit_reason=f"its step {node_id!r} was removed from the campaign",
                 )
@@ -283,7 +293,7 @@ def list_campaigns(
 
 def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
     """Delete a campaign that is not started; its enrollments and emails stay in analytics."""
-    if campaign.state == STARTED:
+    if campaign.state == DripState.STARTED:
         raise Invalid("the campaign is started: pause it before deleting it", field="state")
     campaign.deleted_at = clock.now()
     delivery.release_held(
@@ -368,7 +378,7 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
         .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
         .where(
             DripEnrollment.drip_campaign_id.in_(campaign_ids),
-            DripEnrollment.state == ACTIVE,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
             _still_in(),
         )
         .group_by(DripEnrollment.drip_campaign_id)
@@ -377,7 +387,7 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
         select(DripEnrollment.drip_campaign_id, func.count())
         .where(
             DripEnrollment.drip_campaign_id.in_(campaign_ids),
-            DripEnrollment.state == COMPLETED,
+            DripEnrollment.state == EnrollmentState.COMPLETED,
         )
         .group_by(DripEnrollment.drip_campaign_id)
     ).all()
@@ -394,20 +404,20 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
 
 def start(scope: AccountScope, campaign: DripCampaign) -> list[str]:
     """Start (from draft) or resume (from paused); returns the jids of the enrollment jobs."""
-    if campaign.state == STARTED:
+    if campaign.state == DripState.STARTED:
         raise Invalid("the campaign is already started", field="state")
     graph = checked_graph(scope, campaign.nodes)
     if not graph.email_node_ids():
         raise Invalid(f"{NODES_FIELD}: the campaign has no email step", field=NODES_FIELD)
-    first_start = campaign.state == DRAFT
-    campaign.state = STARTED
+    first_start = campaign.state == DripState.DRAFT
+    campaign.state = DripState.STARTED
     campaign.updated_at = clock.now()
     if not first_start:
         delivery.release_held(scope.session, _enrollment_ids(campaign))
         return []
     campaign.started_at = clock.now()
     jobs = []
-    if campaign.start_trigger in (EXISTING, BOTH):
+    if campaign.start_trigger in (StartTrigger.EXISTING, StartTrigger.BOTH):
         jobs = _enrollment_jobs(scope, campaign, graph)
     campaign.enroll_events_after = _last_join(scope.session)
     return [job.id for job in jobs]
@@ -424,9 +434,9 @@ def _last_join(session: Session) -> int:
 
 
 def pause(campaign: DripCampaign) -> None:
-    if campaign.state != STARTED:
+    if campaign.state != DripState.STARTED:
         raise Invalid(f"the campaign is {campaign.state}, not started", field="state")
-    campaign.state = PAUSED
+    campaign.state = DripState.PAUSED
     campaign.updated_at = clock.now()
 
 
@@ -502,7 +512,7 @@ def enroll(scope: AccountScope, campaign: DripCampaign, graph: Graph, who: Any) 
         literal(scope.account_id),
         literal(campaign.id),
         Subscriber.id,
-        literal(ACTIVE),
+        literal(EnrollmentState.ACTIVE.value),
         literal(node_id),
         now,
         literal(wake_at, UTCDateTime()),
@@ -579,8 +589,8 @@ def enroll_new_members(database: Database, limit: int = 1000) -> int:
             locked(
                 select(DripCampaign).where(
                     DripCampaign.subscription_list_id.in_(list_ids),
-                    DripCampaign.state.in_((STARTED, PAUSED)),
-                    DripCampaign.start_trigger.in_((SUBSCRIPTION, BOTH)),
+                    DripCampaign.state.in_((DripState.STARTED, DripState.PAUSED)),
+                    DripCampaign.start_trigger.in_((StartTrigger.SUBSCRIPTION, StartTrigger.BOTH)),
                     DripCampaign.deleted_at.is_(None),
                 ),
                 "share",
@@ -627,10 +637,10 @@ def has_new_members(database: Database) -> bool:
 
 def _due() -> Any:
     return and_(
-        DripEnrollment.state == ACTIVE,
+        DripEnrollment.state == EnrollmentState.ACTIVE,
         DripEnrollment.next_run_at <= clock.now(),
         DripEnrollment.drip_campaign_id.in_(
-            select(DripCampaign.id).where(DripCampaign.state == STARTED)
+            select(DripCampaign.id).where(DripCampaign.state == DripState.STARTED)
         ),
     )
 
@@ -689,7 +699,8 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             select(DripCampaign)
             .where(
                 DripCampaign.id.in_({e.drip_campaign_id for e in enrollments}),
-                DripCampaign.state == STARTED,  # not paused since the enrollments were read
+                DripCampaign.state
+                == DripState.STARTED,  # not paused since the enrollments were read
             )
             .with_for_update(read=True, skip_locked=True)
         )
@@ -731,14 +742,19 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         person = people.get(enrollment.subscriber_id or 0)
         reason = _exit_reason(enrollment, campaign, person, suppressed, members)
         if reason is not None or person is None:
-            _leave(enrollment, EXITED, now, reason)
+            _leave(enrollment, EnrollmentState.EXITED, now, reason)
             continue
         if campaign.id in broken:
             _set_aside(enrollment, now, broken[campaign.id])
             continue
         graph = graphs[campaign.id]
         if enrollment.node_id not in graph.nodes:  # the graph changed under a running batch
-            _leave(enrollment, EXITED, now, f"its step {enrollment.node_id!r} no longer exists")
+            _leave(
+                enrollment,
+                EnrollmentState.EXITED,
+                now,
+                f"its step {enrollment.node_id!r} no longer exists",
+            )
             continue
         facts = engine.Facts(
             subscriber_key=person.uuid,
@@ -803,9 +819,9 @@ def _advance_batch(session: Session, batch_size: int) -> int:
                 }
             )
         if left:
-            _leave(enrollment, EXITED, now, "unsubscribed by the campaign's action")
+            _leave(enrollment, EnrollmentState.EXITED, now, "unsubscribed by the campaign's action")
         elif step.position is None:
-            _leave(enrollment, COMPLETED, now, None)
+            _leave(enrollment, EnrollmentState.COMPLETED, now, None)
         else:
             enrollment.node_id = step.position.node_id
             enrollment.arrived_at = step.position.arrived_at
@@ -850,7 +866,7 @@ def _set_aside(enrollment: DripEnrollment, now: datetime, reason: str) -> None:
         enrollment.id,
         reason,
     )
-    _leave(enrollment, EXITED, now, reason[:255])
+    _leave(enrollment, EnrollmentState.EXITED, now, reason[:255])
 
 
 class _ActionFailed(Exception):
@@ -1120,7 +1136,7 @@ def report(
         .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
         .where(
             DripEnrollment.drip_campaign_id == campaign.id,
-            or_(DripEnrollment.state != ACTIVE, _still_in()),
+            or_(DripEnrollment.state != EnrollmentState.ACTIVE, _still_in()),
         )
         .group_by(DripEnrollment.node_id, DripEnrollment.state)
     ):
@@ -1140,8 +1156,8 @@ def report(
         emails[email_node] = (sent, opened, clicked)
     nodes = []
     for node_id, node in graph.nodes.items():
-        waiting = here.get((node_id, ACTIVE), 0)
-        exited = here.get((node_id, EXITED), 0)
+        waiting = here.get((node_id, EnrollmentState.ACTIVE), 0)
+        exited = here.get((node_id, EnrollmentState.EXITED), 0)
         count = entered.get(node_id, 0)
         sent, opened, clicked = emails.get(node_id, (0, 0, 0))
         nodes.append(
@@ -1171,7 +1187,7 @@ def report(
             "email": email,
             "state": e.state,
             "node_id": e.node_id,
-            "next_run_at": e.next_run_at if e.state == ACTIVE else None,
+            "next_run_at": e.next_run_at if e.state == EnrollmentState.ACTIVE else None,
             "enrolled_at": e.enrolled_at,
             "finished_at": e.finished_at,
             "exit_reason": e.exit_reason,
