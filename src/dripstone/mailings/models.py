@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone.db import AccountOwned, Base, BigIntId, PublicId, Timestamps
+
+
+class SendState(StrEnum):
+    """scheduled → queueing (its deliveries are being written) → sending → sent; a schedule
+    can be cancelled before it begins, and a send fails when its mailing no longer renders."""
+
+    SCHEDULED = "scheduled"
+    QUEUEING = "queueing"
+    SENDING = "sending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
 
 
 class CampaignMailing(PublicId, AccountOwned, Timestamps, Base):
@@ -61,7 +74,7 @@ class CampaignMailingSend(PublicId, AccountOwned, Base):
     text_part: Mapped[str | None] = mapped_column(Text)
     recipient_emails: Mapped[list[str]] = mapped_column(JSON, default=list)
     job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id"), unique=True)
-    state: Mapped[str] = mapped_column(String(16))  # scheduled, sending, sent, cancelled, failed
+    state: Mapped[str] = mapped_column(String(16))  # a SendState
     send_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

@@ -32,7 +32,7 @@ from dripstone.errors import BadRequest, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
 from dripstone.mailings import schemas
-from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
+from dripstone.mailings.models import CampaignMailing, CampaignMailingSend, SendState
 from dripstone.references import Uses
 from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.models import DynamicList, Subscriber, SubscriptionList
@@ -41,8 +41,6 @@ from dripstone.subscribers.selection import Selection, selection_condition
 from dripstone.wire import is_uuid
 
 SEND_JOB = "campaign_send"
-SCHEDULED, QUEUEING, SENDING, SENT = "scheduled", "queueing", "sending", "sent"
-CANCELLED, FAILED = "cancelled", "failed"
 # How often a send that has queued every message looks at how its deliveries are doing.
 PROGRESS_SECONDS = 2.0
 _SAMPLE_TOKENS = TrackingTokens("sample-secret-key-used-only-for-checking", "https://x.invalid")
@@ -367,7 +365,7 @@ def start_send(
         subject=subject,
         recipient_emails=list(request.recipient_emails),
         job_id=job.id,
-        state=SCHEDULED,
+        state=SendState.SCHEDULED,
         send_at=request.send_at,
         created_at=now,
     )
@@ -410,9 +408,9 @@ def cancel_schedule(scope: AccountScope, jid: str) -> CampaignMailingSend:
     if send is None:
         raise NotFound(f"no scheduled send has the jid {jid}", field="jid")
     job = scope.session.scalars(scope.select(Job).where(Job.id == send.job_id)).one_or_none()
-    if send.state != SCHEDULED or job is None or not cancel_job(scope.session, job):
+    if send.state != SendState.SCHEDULED or job is None or not cancel_job(scope.session, job):
         raise Invalid(f"the send {jid} has already begun ({send.state}); it cannot be cancelled")
-    send.state = CANCELLED
+    send.state = SendState.CANCELLED
     send.finished_at = clock.now()
     return send
 
@@ -446,10 +444,10 @@ def _send_step(session: Session, job: Job, batch_size: int) -> StepResult:
     ).one_or_none()
     if send is None:
         raise JobError("the send was deleted with its campaign mailing")
-    if send.state == SCHEDULED:
+    if send.state == SendState.SCHEDULED:
         problem = _begin(scope, send, job)
         return StepResult(done=0, failed=0, cursor=0, finished=False, failed_with=problem)
-    if send.state == QUEUEING:
+    if send.state == SendState.QUEUEING:
         return _queue_batch(scope, send, job, batch_size)
     return _follow(scope, send, job)
 
@@ -467,13 +465,13 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
             tokens=_SAMPLE_TOKENS,
         )
     except TemplateError as exc:
-        send.state = FAILED
+        send.state = SendState.FAILED
         send.finished_at = clock.now()
         return f"the campaign mailing cannot be rendered, nothing was sent: {exc}"
     now = clock.now()
     send.html_part = mailing.html_part
     send.text_part = mailing.text_part
-    send.state = QUEUEING
+    send.state = SendState.QUEUEING
     send.started_at = now
     selection = _selection(scope, send)
     job.total = (
@@ -535,7 +533,7 @@ def _queue_batch(
     batch = select(Subscriber.id).where(chosen).order_by(Subscriber.id).limit(batch_size)
     last = scope.session.scalar(select(func.max(batch.subquery().c.id)))
     if last is None:
-        send.state = SENDING
+        send.state = SendState.SENDING
         return StepResult(done=0, failed=0, cursor=job.cursor, finished=False)
     now = literal(clock.now(), UTCDateTime())
     rows = select(
@@ -584,7 +582,7 @@ def _follow(scope: AccountScope, send: CampaignMailingSend, job: Job) -> StepRes
     job.total = max(job.total, counts.recipients)
     result_done, result_failed = finished - job.done, failed - job.failed
     if counts.pending == 0:
-        send.state = SENT
+        send.state = SendState.SENT
         send.finished_at = clock.now()
         job.error = None
         return StepResult(done=result_done, failed=result_failed, cursor=job.cursor, finished=True)
