@@ -35,7 +35,7 @@ from dripstone.config import Settings
 from dripstone.db import AccountScope
 from dripstone.delivery import service as delivery
 from dripstone.delivery.models import Delivery
-from dripstone.drips import service as drips
+from dripstone.drips import campaigns, enrollment
 from dripstone.drips.models import DripEnrollment, EnrollmentState
 from dripstone.jobs import service as jobs_service
 from dripstone.jobs.models import Job
@@ -117,8 +117,8 @@ def create_work(database: db.Database) -> Work:
             )
             ids[subject] = mailings.save_mailing(scope, fields, None).uuid
         nodes = two_emails(ids[FIRST], ids[SECOND], amount=DELAY_SECONDS, unit="seconds")
-        campaign = drips.create_campaign(
-            scope, drips.CampaignFields("Welcome", welcome, "existing", nodes)
+        campaign = campaigns.create_campaign(
+            scope, campaigns.CampaignFields("Welcome", welcome, "existing", nodes)
         )
         send_body = {
             "campaign_mailing_id": ids[SEND],
@@ -178,7 +178,7 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
         "DRIPSTONE_SMTP_URL": smtp_server.url,
     }
     processes = Processes(env, tmp_path)
-    job_kinds = (mailings.SEND_JOB, drips.ENROLL_JOB)
+    job_kinds = (mailings.SEND_JOB, enrollment.ENROLL_JOB)
 
     def counts(column: Any, *group: Any) -> dict[str, int]:
         with database.read_sessions() as session:

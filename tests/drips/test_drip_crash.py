@@ -19,7 +19,7 @@ from dripstone.accounts import service as accounts
 from dripstone.config import Settings
 from dripstone.db import AccountScope
 from dripstone.delivery.models import Delivery
-from dripstone.drips import service as drips
+from dripstone.drips import campaigns, lifecycle
 from dripstone.drips.models import DripEnrollment
 from dripstone.jobs.queue import configure_queue
 from dripstone.mailings import schemas as mailing_schemas
@@ -62,10 +62,10 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
             node("d", "delay", amount=DELAY_SECONDS, unit="seconds"),
             node("b", "email", campaign_mailing_id=ids["Second"]),
         )
-        campaign = drips.create_campaign(
-            scope, drips.CampaignFields("Welcome", everyone, "existing", nodes)
+        campaign = campaigns.create_campaign(
+            scope, campaigns.CampaignFields("Welcome", everyone, "existing", nodes)
         )
-        drips.start(scope, campaign)
+        lifecycle.start(scope, campaign)
 
     env = {
         **os.environ,

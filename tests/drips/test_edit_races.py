@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock, db
 from dripstone.accounts.models import Account
 from dripstone.db import AccountScope
-from dripstone.drips import service as drips
+from dripstone.drips import campaigns, enrollment, lifecycle, runner
 from dripstone.drips.models import DripCampaign, DripEnrollment
 from dripstone.errors import Invalid
 from dripstone.mailings import service as mailings
@@ -48,8 +48,10 @@ def put_graph(database: db.Database, campaign_uuid: str, nodes: str) -> None:
     """What `PUT /drip_campaigns/{id}` does with a new graph, in its own transaction."""
     with database.transaction() as session:
         scope = the_accounts_scope(session)
-        campaign = drips.get_campaign(scope, campaign_uuid, lock="change")
-        drips.update_campaign(scope, campaign, drips.CampaignFields(None, None, None, nodes=nodes))
+        campaign = campaigns.get_campaign(scope, campaign_uuid, lock="change")
+        campaigns.update_campaign(
+            scope, campaign, campaigns.CampaignFields(None, None, None, nodes=nodes)
+        )
 
 
 def positions(database: db.Database) -> list[tuple[str, str]]:
@@ -100,9 +102,9 @@ def test_an_edit_waits_for_a_runner_batch_and_then_moves_who_it_moved(
     assert positions(postgres) == [("active", "minute"), ("active", "minute")]
     manual_clock.advance(timedelta(minutes=2))
 
-    with postgres.transaction() as runner:
+    with postgres.transaction() as batch:
         # The batch steps both past the first email onto the week, by the graph it read...
-        assert drips._advance_batch(runner, 500) == 2
+        assert runner._advance_batch(batch, 500) == 2
         # ...while an edit that replaces the week arrives before the batch commits.
         edit = other_thread(
             lambda: put_graph(postgres, campaign, week_becomes_a_day(first, second))
@@ -128,15 +130,17 @@ def test_the_runner_skips_a_campaign_being_edited_and_steps_it_by_the_new_graph(
 
     with postgres.transaction() as session:
         scope = the_accounts_scope(session)
-        edited = drips.get_campaign(scope, campaign, lock="change")
-        runner = other_thread(lambda: drips.advance_due(postgres))
+        edited = campaigns.get_campaign(scope, campaign, lock="change")
+        stepping = other_thread(lambda: runner.advance_due(postgres))
         # It neither waits for the edit nor steps anyone by the graph being replaced.
-        assert runner.result(timeout=30) == 0
-        drips.update_campaign(
-            scope, edited, drips.CampaignFields(None, None, None, week_becomes_a_day(first, second))
+        assert stepping.result(timeout=30) == 0
+        campaigns.update_campaign(
+            scope,
+            edited,
+            campaigns.CampaignFields(None, None, None, week_becomes_a_day(first, second)),
         )
 
-    assert drips.advance_due(postgres) == 2
+    assert runner.advance_due(postgres) == 2
     assert positions(postgres) == [("active", "day"), ("active", "day")]
 
 
@@ -153,11 +157,11 @@ def test_a_join_during_a_start_enrolls_the_joiner(
         chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=hello)),
         trigger="subscription",
     )
-    drips.enroll_new_members(postgres)  # Alex and Blake joined before: not for this campaign
+    enrollment.enroll_new_members(postgres)  # Alex and Blake joined before: not for this campaign
 
     with postgres.transaction() as session:
         scope = the_accounts_scope(session)
-        assert drips.start(scope, drips.get_campaign(scope, campaign, lock="change")) == []
+        assert lifecycle.start(scope, campaigns.get_campaign(scope, campaign, lock="change")) == []
         # Dana joins while the start is committing: the join waits for it...
         joined = other_thread(lambda: join(postgres, news, "dana@example.com"))
         wait_until(
@@ -166,9 +170,9 @@ def test_a_join_during_a_start_enrolls_the_joiner(
             30,
         )
         # ...so a consumer of joins running now cannot take her join for one before the start.
-        drips.enroll_new_members(postgres)
+        enrollment.enroll_new_members(postgres)
     joined.result(timeout=30)
-    drips.enroll_new_members(postgres)
+    enrollment.enroll_new_members(postgres)
 
     with postgres.read_sessions() as session:
         enrolled = session.scalars(
@@ -190,7 +194,7 @@ def join(database: db.Database, list_id: str, email: str) -> None:
 def save_campaign(database: db.Database, list_id: str, mailing_id: str) -> None:
     """What `POST /drip_campaigns` does, in its own transaction."""
     with database.transaction() as session:
-        drips.create_campaign(the_accounts_scope(session), sends(list_id, mailing_id))
+        campaigns.create_campaign(the_accounts_scope(session), sends(list_id, mailing_id))
 
 
 def delete_mailing(database: db.Database, mailing_id: str) -> None:
@@ -199,9 +203,9 @@ def delete_mailing(database: db.Database, mailing_id: str) -> None:
         mailings.bulk_delete_mailings(the_accounts_scope(session), [mailing_id])
 
 
-def sends(list_id: str, mailing_id: str) -> drips.CampaignFields:
+def sends(list_id: str, mailing_id: str) -> campaigns.CampaignFields:
     nodes = chain(node("t", "trigger"), node("a", "email", campaign_mailing_id=mailing_id))
-    return drips.CampaignFields("Welcome", list_id, "existing", nodes)
+    return campaigns.CampaignFields("Welcome", list_id, "existing", nodes)
 
 
 def mailing_exists(database: db.Database, mailing_id: str) -> bool:
@@ -218,7 +222,7 @@ def test_deleting_a_mailing_while_a_campaign_that_sends_it_is_saved_is_refused(
 ) -> None:
     hello = make_mailing(api, subject="Hello")
     with postgres.transaction() as session:
-        drips.create_campaign(the_accounts_scope(session), sends(news, hello))
+        campaigns.create_campaign(the_accounts_scope(session), sends(news, hello))
         deleting = other_thread(lambda: delete_mailing(postgres, hello))
         wait_until(
             lambda: deleting.done() or backends_waiting_for_locks(postgres) > 0,

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from dripstone import clock, db
 from dripstone.delivery.models import Delivery
-from dripstone.drips import service
+from dripstone.drips import runner
 from dripstone.mailings.models import CampaignMailing
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -583,7 +583,7 @@ def test_an_enrollment_that_cannot_advance_is_set_aside_and_the_others_go_on(
     }
     nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
     assert (nodes["d"]["exited"], nodes["d"]["waiting"], nodes["b"]["entered"]) == (2, 0, 0)
-    assert not service.has_due_steps(database)  # never picked up again
+    assert not runner.has_due_steps(database)  # never picked up again
 
 
 @pytest.mark.parametrize("name", ["custom.stage", "stage"])

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from dripstone import clock, db
 from dripstone.delivery import service as delivery
 from dripstone.delivery.models import Delivery
-from dripstone.drips import service as drips
+from dripstone.drips import runner
 from dripstone.drips.models import DripEnrollment
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -52,7 +52,7 @@ def test_parallel_runners_and_dispatchers_never_repeat_a_step_or_an_email(
     )
     start(api, campaign)
 
-    advanced = together(lambda: drips.advance_due(database, batch_size=50))
+    advanced = together(lambda: runner.advance_due(database, batch_size=50))
     assert sum(advanced) == SUBSCRIBERS
     assert sum(1 for n in advanced if n > 0) > 1  # they really worked side by side
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from dripstone.db import AccountScope
-from dripstone.drips import schemas, service
+from dripstone.drips import campaigns, lifecycle, report, schemas
 from dripstone.drips.models import DripCampaign
 from dripstone.errors import BadRequest
 from dripstone.http import STANDARD_ERRORS, Data, Empty, ReadScope, WriteScope
@@ -35,7 +35,7 @@ def _attributes(
 
 
 def _campaign(scope: AccountScope, campaign: DripCampaign) -> schemas.CampaignResource:
-    counts = service.counts(scope.session, [campaign.id])[campaign.id]
+    counts = report.counts(scope.session, [campaign.id])[campaign.id]
     listed = _attributes(scope, campaign, counts)
     return schemas.CampaignResource(
         id=campaign.uuid,
@@ -47,9 +47,9 @@ def _campaign(scope: AccountScope, campaign: DripCampaign) -> schemas.CampaignRe
     )
 
 
-def _fields(body: schemas.CampaignWrite) -> service.CampaignFields:
+def _fields(body: schemas.CampaignWrite) -> campaigns.CampaignFields:
     fields = body.drip_campaign
-    return service.CampaignFields(
+    return campaigns.CampaignFields(
         name=fields.name,
         subscription_list_id=fields.subscription_list_id,
         start_trigger=fields.start_trigger,
@@ -74,8 +74,8 @@ def list_campaigns(
             raise BadRequest(
                 f"search: not a valid regular expression ({exc})", field="search"
             ) from None
-    found = service.list_campaigns(scope, search=search, order_by=order_by, order=order)
-    counts = service.counts(scope.session, [c.id for c in found])
+    found = campaigns.list_campaigns(scope, search=search, order_by=order_by, order=order)
+    counts = report.counts(scope.session, [c.id for c in found])
     return Data(
         data=[
             schemas.CampaignListResource(id=c.uuid, attributes=_attributes(scope, c, counts[c.id]))
@@ -89,13 +89,13 @@ def create_campaign(
     body: schemas.CampaignWrite, scope: WriteScope
 ) -> Data[schemas.CampaignResource]:
     """Create a campaign in `draft`; the graph is checked now and again at start."""
-    return Data(data=_campaign(scope, service.create_campaign(scope, _fields(body))))
+    return Data(data=_campaign(scope, campaigns.create_campaign(scope, _fields(body))))
 
 
 @router.get("/drip_campaigns/{id}")
 def get_campaign(id: str, scope: ReadScope) -> Data[schemas.CampaignResource]:
     """One campaign, with its graph and tree as JSON strings."""
-    return Data(data=_campaign(scope, service.get_campaign(scope, id)))
+    return Data(data=_campaign(scope, campaigns.get_campaign(scope, id)))
 
 
 @router.put("/drip_campaigns/{id}")
@@ -103,29 +103,29 @@ def update_campaign(
     id: str, body: schemas.CampaignWrite, scope: WriteScope
 ) -> Data[schemas.CampaignResource]:
     """Change the fields sent; a new graph applies to a running campaign at once."""
-    campaign = service.get_campaign(scope, id, lock="change")
-    return Data(data=_campaign(scope, service.update_campaign(scope, campaign, _fields(body))))
+    campaign = campaigns.get_campaign(scope, id, lock="change")
+    return Data(data=_campaign(scope, campaigns.update_campaign(scope, campaign, _fields(body))))
 
 
 @router.delete("/drip_campaigns/{id}")
 def delete_campaign(id: str, scope: WriteScope) -> Empty:
     """Delete a campaign that is not started (pause it first)."""
-    service.delete_campaign(scope, service.get_campaign(scope, id, lock="change"))
+    campaigns.delete_campaign(scope, campaigns.get_campaign(scope, id, lock="change"))
     return Empty()
 
 
 @router.post("/drip_campaigns/{id}/start")
 def start_campaign(id: str, scope: WriteScope) -> Data[schemas.Started]:
     """Start (or resume) the campaign; `jids` are the jobs enrolling the list's members."""
-    jids = service.start(scope, service.get_campaign(scope, id, lock="change"))
+    jids = lifecycle.start(scope, campaigns.get_campaign(scope, id, lock="change"))
     return Data(data=schemas.Started(jids=jids))
 
 
 @router.post("/drip_campaigns/{id}/pause")
 def pause_campaign(id: str, scope: WriteScope) -> Data[schemas.Paused]:
     """Pause: nothing is sent and no one advances until it is started again."""
-    campaign = service.get_campaign(scope, id, lock="change")
-    service.pause(campaign)
+    campaign = campaigns.get_campaign(scope, id, lock="change")
+    lifecycle.pause(campaign)
     return Data(data=schemas.Paused(drip_campaign_id=campaign.uuid))
 
 
@@ -138,8 +138,8 @@ def campaign_report(
 ) -> Data[schemas.Report]:
     """Per node: entered, waiting now, completed, exited, emails sent/opened/clicked; and a
     page of enrollments with their current node and next step time."""
-    campaign = service.get_campaign(scope, id)
-    nodes, enrollments = service.report(scope, campaign, items=items, page=page)
+    campaign = campaigns.get_campaign(scope, id)
+    nodes, enrollments = report.report(scope, campaign, items=items, page=page)
     return Data(
         data=schemas.Report(
             nodes=[schemas.NodeReport(**n) for n in nodes],

@@ -1,0 +1,159 @@
+"""What a drip campaign has done: per node, who entered, waits, moved on and left, and the
+emails sent, opened and clicked; and its enrollments, a page at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from dripstone.db import (
+    AccountScope,
+)
+from dripstone.delivery import service as delivery
+from dripstone.delivery.models import Delivery
+from dripstone.drips.graph import (
+    parse_graph,
+)
+from dripstone.drips.models import (
+    DripCampaign,
+    DripEnrollment,
+    DripNodeVisit,
+    EnrollmentState,
+)
+from dripstone.subscribers.models import (
+    Subscriber,
+    Subscription,
+    SubscriptionList,
+)
+
+
+def _still_in() -> Any:
+    """SQL over DripEnrollment joined to Subscriber and DripCampaign: the subscriber may
+    still be mailed and is still on the campaign's list (they leave at their next step)."""
+    on_list = exists().where(
+        Subscription.subscriber_id == Subscriber.id,
+        Subscription.subscription_list_id == DripCampaign.subscription_list_id,
+        Subscription.unsubscribed_at.is_(None),
+    )
+    is_default = exists().where(
+        SubscriptionList.id == DripCampaign.subscription_list_id,
+        SubscriptionList.is_default.is_(True),
+    )
+    return and_(delivery.reachable_subscriber(), or_(is_default, on_list))
+
+
+def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Per campaign: (subscribers in it now, subscribers who completed it)."""
+    if not campaign_ids:
+        return {}
+    waiting = session.execute(
+        select(DripEnrollment.drip_campaign_id, func.count())
+        .join(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
+        .where(
+            DripEnrollment.drip_campaign_id.in_(campaign_ids),
+            DripEnrollment.state == EnrollmentState.ACTIVE,
+            _still_in(),
+        )
+        .group_by(DripEnrollment.drip_campaign_id)
+    ).all()
+    completed = session.execute(
+        select(DripEnrollment.drip_campaign_id, func.count())
+        .where(
+            DripEnrollment.drip_campaign_id.in_(campaign_ids),
+            DripEnrollment.state == EnrollmentState.COMPLETED,
+        )
+        .group_by(DripEnrollment.drip_campaign_id)
+    ).all()
+    found = dict.fromkeys(campaign_ids, (0, 0))
+    for cid, n in waiting:
+        found[cid] = (n, found[cid][1])
+    for cid, n in completed:
+        found[cid] = (found[cid][0], n)
+    return found
+
+
+def report(
+    scope: AccountScope, campaign: DripCampaign, *, items: int, page: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per node: entered, waiting now, completed, exited there, emails sent/opened/clicked;
+    and a page of enrollments with their current node and next step time."""
+    session = scope.session
+    graph = parse_graph(campaign.nodes)
+    entered = {
+        row[0]: row[1]
+        for row in session.execute(
+            select(DripNodeVisit.node_id, func.count())
+            .where(DripNodeVisit.drip_campaign_id == campaign.id)
+            .group_by(DripNodeVisit.node_id)
+        )
+    }
+    here: dict[tuple[str, str], int] = {}
+    for node_id, state, n in session.execute(
+        select(DripEnrollment.node_id, DripEnrollment.state, func.count())
+        .outerjoin(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            or_(DripEnrollment.state != EnrollmentState.ACTIVE, _still_in()),
+        )
+        .group_by(DripEnrollment.node_id, DripEnrollment.state)
+    ):
+        here[(node_id, state)] = n
+    emails: dict[str | None, tuple[int, int, int]] = {}
+    for email_node, sent, opened, clicked in session.execute(
+        select(
+            Delivery.drip_node_id,
+            func.count(Delivery.sent_at),
+            func.count(Delivery.opened_at),
+            func.count(Delivery.clicked_at),
+        )
+        .join(DripEnrollment, DripEnrollment.id == Delivery.drip_enrollment_id)
+        .where(DripEnrollment.drip_campaign_id == campaign.id)
+        .group_by(Delivery.drip_node_id)
+    ):
+        emails[email_node] = (sent, opened, clicked)
+    nodes = []
+    for node_id, node in graph.nodes.items():
+        waiting = here.get((node_id, EnrollmentState.ACTIVE), 0)
+        exited = here.get((node_id, EnrollmentState.EXITED), 0)
+        count = entered.get(node_id, 0)
+        sent, opened, clicked = emails.get(node_id, (0, 0, 0))
+        nodes.append(
+            {
+                "id": node_id,
+                "type": node.kind,
+                "entered": count,
+                "waiting": waiting,
+                "completed": max(count - waiting - exited, 0),
+                "exited": exited,
+                "emails_sent": sent,
+                "emails_opened": opened,
+                "emails_clicked": clicked,
+            }
+        )
+    rows = session.execute(
+        select(DripEnrollment, Subscriber.uuid, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .where(DripEnrollment.drip_campaign_id == campaign.id)
+        .order_by(DripEnrollment.id)
+        .limit(items)
+        .offset((page - 1) * items)
+    ).all()
+    enrollments = [
+        {
+            "subscriber_id": uuid,
+            "email": email,
+            "state": e.state,
+            "node_id": e.node_id,
+            "next_run_at": e.next_run_at if e.state == EnrollmentState.ACTIVE else None,
+            "enrolled_at": e.enrolled_at,
+            "finished_at": e.finished_at,
+            "exit_reason": e.exit_reason,
+        }
+        for e, uuid, email in rows
+    ]
+    return nodes, enrollments
