@@ -96,9 +96,11 @@ def worker(
     configure_runtime(settings)
     import dripstone.tasks  # noqa: F401
     from dripstone.jobs.ticker import Ticker
+    from dripstone.leases import Heartbeat
 
     recover_jobs(db.database())
     err.print(f"Dripstone worker consuming {settings.resolved_queue_url.split('@')[-1]}")
+    Heartbeat(settings.delivery_claim_seconds).start()
     Ticker().start()
     create_consumer(workers or settings.queue_workers, embedded=False).run()
 

@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     retry_base_seconds: Annotated[int, Field(ge=1)] = 60
     retry_horizon_seconds: Annotated[int, Field(ge=60)] = 3 * 24 * 3600
     delivery_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
-    # A dispatcher that has not finished a claimed delivery by then is presumed dead.
-    delivery_claim_seconds: Annotated[int, Field(ge=5)] = 600
+    # A claim its dispatcher's heartbeat has not renewed for this long is taken back: the
+    # dispatcher died. The heartbeat beats four times per claim.
+    delivery_claim_seconds: Annotated[int, Field(ge=5)] = 20
     # Replies recorded per transaction: also how many messages per dispatcher a crash can
     # leave in doubt (sent again with the same Message-ID).
     delivery_record_every: Annotated[int, Field(ge=1, le=1000)] = 10
