@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     queue_workers: Annotated[int, Field(ge=1, le=64)] = 2
     job_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    job_lease_seconds: Annotated[int, Field(ge=5)] = 60
+    # A job whose worker has not committed a batch for this long is taken back: it died.
+    job_lease_seconds: Annotated[int, Field(ge=5)] = 20
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     # Delivery: where messages go (empty: the outbox folder), and how.
     smtp_url: str = ""

@@ -15,11 +15,6 @@ def run_job(jid: str) -> None:
     service.execute_job(db.database(), jid)
 
 
-@huey.periodic_task(crontab(minute="*"), name="recover_jobs")  # type: ignore[untyped-decorator]
-def recover_jobs() -> None:
-    service.recover_jobs(db.database())
-
-
 @huey.periodic_task(crontab(minute="17"), name="optimize_database")  # type: ignore[untyped-decorator]
 def optimize_database() -> None:
     """Keep SQLite's query planner statistics fresh (PostgreSQL's autovacuum does this)."""
@@ -30,3 +25,4 @@ def optimize_database() -> None:
 
 
 on_tick(service.resume_due_jobs)
+on_tick(service.recover_jobs)
