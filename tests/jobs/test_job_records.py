@@ -148,6 +148,20 @@ def test_the_tick_requeues_a_job_whose_worker_was_killed_within_21_seconds(
     assert (job.state, job.done, job.attempts) == ("succeeded", 10, 2)
 
 
+def test_a_queued_job_past_its_lease_is_queued_again_only_once_the_queue_has_drained(
+    database: db.Database, account_id: int, queue_held: HeldQueue, manual_clock: clock.ManualClock
+) -> None:
+    jid = _new_job(database, account_id, COUNTING)  # behind a long queue
+    manual_clock.advance(timedelta(seconds=jobs._limits.lease_seconds + 1))
+
+    assert jobs.recover_jobs(database) == 0
+    assert queue_held.jids() == [jid]  # no second copy while it is still in the queue
+
+    queue_held.clear()  # its queue entry was lost
+    assert jobs.recover_jobs(database) == 1
+    assert queue_held.jids() == [jid]
+
+
 def test_a_batch_longer_than_the_lease_keeps_the_job_with_its_worker(
     database: db.Database, account_id: int, queue_held: HeldQueue, manual_clock: clock.ManualClock
 ) -> None:
