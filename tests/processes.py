@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
 from dripstone.config import Settings
+from dripstone.db import Database
+from dripstone.delivery.models import Delivery
 from dripstone.jobs.queue import configure_queue, huey
 
 DRIPSTONE = str(Path(sys.executable).parent / "dripstone")
@@ -105,3 +108,51 @@ def wait_until(
         time.sleep(0.01)
     found = f"; {state()}" if state is not None else ""
     raise AssertionError(f"{what} did not happen within {timeout:.1f}s{found}")
+
+
+# With the default leases, work that a killed process held is taken up again within this long
+# of the restart (the leases run out at most DRIPSTONE_DELIVERY_CLAIM_SECONDS and
+# DRIPSTONE_JOB_LEASE_SECONDS after the kill, and a tick notices within a second).
+RECOVERY_SECONDS = 30.0
+
+
+def rate(done: int, seconds: float) -> float:
+    """Units of work per second, as measured on the process before it was killed."""
+    assert done > 0, "nothing was done before the kill"
+    assert seconds > 0, "no time was measured before the kill"
+    return done / seconds
+
+
+def recovery_budget(remaining: int, per_second: float, waits: float = 0.0) -> float:
+    """Seconds from a restart by which `remaining` units of work must be done: the recovery
+    promise, plus the work itself at the rate measured before the kill, plus `waits` the
+    work itself must sit through (a drip's delay)."""
+    return RECOVERY_SECONDS + remaining / per_second + waits
+
+
+class TakenBack:
+    """When the deliveries a killed process had claimed were all taken back from it (none
+    still carries its claim token): call `check` while waiting for the work to end."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        with database.read_sessions() as session:
+            self.held = {
+                row.id: row.claim_token
+                for row in session.execute(
+                    select(Delivery.id, Delivery.claim_token).where(
+                        Delivery.status.in_(("claimed", "sending"))
+                    )
+                )
+            }
+        self.at = None if self.held else time.monotonic()
+
+    def check(self) -> None:
+        if self.at is not None:
+            return
+        with self.database.read_sessions() as session:
+            now = session.execute(
+                select(Delivery.id, Delivery.claim_token).where(Delivery.id.in_(self.held))
+            ).all()
+        if all(self.held[row.id] != row.claim_token for row in now):
+            self.at = time.monotonic()

@@ -32,6 +32,7 @@ from dripstone.jobs import tasks as jobs_tasks
 from dripstone.jobs.api import router as jobs_router
 from dripstone.jobs.queue import configure_queue, create_consumer
 from dripstone.jobs.ticker import Ticker
+from dripstone.leases import Heartbeat
 from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
@@ -75,10 +76,12 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        consumer, ticker = None, None
+        consumer, ticker, heartbeat = None, None, None
         if run_consumer:
             jobs_tasks.optimize_database.call_local()
             jobs_service.recover_jobs(db.database())
+            heartbeat = Heartbeat(settings.delivery_claim_seconds)
+            heartbeat.start()
             consumer = create_consumer(settings.queue_workers, embedded=True)
             consumer.start()
             ticker = Ticker()
@@ -90,6 +93,8 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
                 ticker.stop()
             if consumer is not None:
                 consumer.stop(graceful=True)
+            if heartbeat is not None:  # after the consumer: its last tasks keep their claims
+                heartbeat.stop()
 
     app = FastAPI(
         title="Dripstone",

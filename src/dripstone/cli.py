@@ -96,12 +96,14 @@ def worker(
     migrations.upgrade(settings.resolved_database_url)
     configure_runtime(settings)
     from dripstone.jobs.ticker import Ticker
+    from dripstone.leases import Heartbeat
 
     recover_jobs(db.database())
     err.print(
         f"Dripstone worker consuming queue {settings.queue_name} on "
         f"{settings.resolved_queue_url.split('@')[-1]}"
     )
+    Heartbeat(settings.delivery_claim_seconds).start()
     Ticker().start()
     create_consumer(workers or settings.queue_workers, embedded=False).run()
 

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     queue_workers: Annotated[int, Field(ge=1, le=64)] = 2
     job_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    job_lease_seconds: Annotated[int, Field(ge=5)] = 60
+    # A job whose worker has not committed a batch for this long is taken back: it died.
+    job_lease_seconds: Annotated[int, Field(ge=5)] = 20
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     # Delivery: where messages go (empty: the outbox folder), and how.
     smtp_url: str = ""
@@ -53,8 +54,9 @@ class Settings(BaseSettings):
     retry_base_seconds: Annotated[int, Field(ge=1)] = 60
     retry_horizon_seconds: Annotated[int, Field(ge=60)] = 3 * 24 * 3600
     delivery_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
-    # A dispatcher that has not finished a claimed delivery by then is presumed dead.
-    delivery_claim_seconds: Annotated[int, Field(ge=5)] = 600
+    # A claim its dispatcher's heartbeat has not renewed for this long is taken back: the
+    # dispatcher died. The heartbeat beats four times per claim.
+    delivery_claim_seconds: Annotated[int, Field(ge=5)] = 20
     # Replies recorded per transaction: also how many messages per dispatcher a crash can
     # leave in doubt (sent again with the same Message-ID).
     delivery_record_every: Annotated[int, Field(ge=1, le=1000)] = 10

@@ -17,8 +17,9 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +33,8 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    # time.monotonic() when the server accepted it (crash tests time their recovery by it).
+    received_at: float = field(default_factory=time.monotonic)
 
 
 class RecordingHandler:

@@ -1,12 +1,15 @@
 """A drip campaign survives `dripstone serve` being killed: a real server runs a two-email
 campaign for a few thousand subscribers, is SIGKILLed in the middle, and is started again.
-Every subscriber gets both emails, in order, with the delay between them honoured; the only
-copies twice are deliveries in the documented window, with the same Message-ID."""
+With the default leases, the last email arrives within the recovery promise of the restart
+(plus the sending itself and the campaign's delay). Every subscriber gets both emails, in
+order, with the delay between them honoured; the only copies twice are deliveries in the
+documented window, with the same Message-ID."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +32,15 @@ from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, node
 from tests.mailings.helpers import parsed
-from tests.processes import Processes, queue_url, wait_until
+from tests.processes import (
+    RECOVERY_SECONDS,
+    Processes,
+    TakenBack,
+    queue_url,
+    rate,
+    recovery_budget,
+    wait_until,
+)
 
 SUBSCRIBERS = 2000
 DELAY_SECONDS = 3
@@ -76,7 +87,6 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         "DRIPSTONE_SMTP_URL": smtp_server.url,
         "DRIPSTONE_SMTP_MAX_PER_SECOND": "1000",
         "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
-        "DRIPSTONE_DELIVERY_CLAIM_SECONDS": "5",
     }
     processes = Processes(env, tmp_path)
     try:
@@ -84,7 +94,8 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         wait_until(lambda: len(smtp_server.messages) >= SUBSCRIBERS // 2, "half the emails")
         first.send_signal(signal.SIGKILL)
         first.wait()
-        received_at_kill = len(smtp_server.messages)
+        before = smtp_server.messages[:]
+        received_at_kill = len(before)
         with database.read_sessions() as session:
             in_doubt = set(
                 session.execute(
@@ -95,9 +106,14 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
             )
         assert received_at_kill < 2 * SUBSCRIBERS
 
+        per_second = rate(received_at_kill - 1, before[-1].received_at - before[0].received_at)
+        budget = recovery_budget(2 * SUBSCRIBERS - received_at_kill, per_second, DELAY_SECONDS)
+        taken_back = TakenBack(database)
+        restarted_at = time.monotonic()
         processes.start("serve")
 
         def finished() -> bool:
+            taken_back.check()
             with database.read_sessions() as session:
                 left = session.scalar(
                     select(func.count())
@@ -109,7 +125,7 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
                 )
             return left == 0 and unsent == 0
 
-        wait_until(finished, "the campaign's end")
+        wait_until(finished, "the campaign's end", budget + 30)
     finally:
         processes.stop_all()
 
@@ -119,6 +135,12 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         copies[(message.rcpt_tos[0], str(email["Subject"]))].append(str(email["Message-ID"]))
     expected = {(f"s{i}@example.com", s) for i in range(SUBSCRIBERS) for s in ("First", "Second")}
     assert set(copies) == expected
+    last = max(m.received_at for m in smtp_server.messages) - restarted_at
+    assert taken_back.at is not None
+    recovered = taken_back.at - restarted_at
+    print(f"taken back {recovered:.1f}s, last message {last:.1f}s (budget {budget:.1f}s)")
+    assert recovered < RECOVERY_SECONDS
+    assert last < budget, f"the last message came {last:.1f}s after the restart (> {budget:.1f}s)"
     twice = {key for key, message_ids in copies.items() if len(message_ids) > 1}
     node_of = {"First": "a", "Second": "b"}
     assert {(email, node_of[subject]) for email, subject in twice} <= in_doubt

@@ -9,14 +9,18 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import dripstone.tasks  # noqa: F401  (registers every tick)
 from dripstone import clock, db
 from dripstone.accounts import service as accounts
 from dripstone.jobs import service as jobs
 from dripstone.jobs.models import Job
 from dripstone.jobs.queue import configure_queue, huey, run_tasks_inline
+from dripstone.jobs.ticker import tick
 
 EXPLODING = "test_explodes"
 COUNTING = "test_counts_to_ten"
+SLOW = "test_takes_longer_than_a_lease_per_batch"
+_slow_clock: list[clock.ManualClock] = []
 
 
 @jobs.job_step(EXPLODING)
@@ -30,6 +34,12 @@ def _count(session: Session, job: Job, batch_size: int) -> jobs.StepResult:
     return jobs.StepResult(
         done=step, failed=0, cursor=job.cursor + step, finished=job.cursor + step >= 10
     )
+
+
+@jobs.job_step(SLOW)
+def _slow(session: Session, job: Job, batch_size: int) -> jobs.StepResult:
+    _slow_clock[0].advance(timedelta(seconds=jobs._limits.lease_seconds + 5))
+    return jobs.StepResult(done=1, failed=0, cursor=job.cursor + 1, finished=job.cursor >= 2)
 
 
 @pytest.fixture
@@ -116,6 +126,59 @@ def test_a_job_whose_worker_died_is_requeued_after_its_lease_and_then_finishes(
     jobs.execute_job(database, jid)
     job = _job(database, jid)
     assert (job.state, job.done, job.attempts) == ("succeeded", 10, 2)
+
+
+def test_the_tick_requeues_a_job_whose_worker_was_killed_within_21_seconds(
+    database: db.Database, account_id: int, queue_held: HeldQueue, manual_clock: clock.ManualClock
+) -> None:
+    jid = _new_job(database, account_id, COUNTING)
+    assert jobs._claim(database, jid, jobs._limits) is not None  # then its process was killed
+    queue_held.clear()
+
+    waited = 0
+    while not queue_held.jids() and waited < 30:
+        manual_clock.advance(timedelta(seconds=1))
+        tick(database)
+        waited += 1
+
+    assert queue_held.jids() == [jid]
+    assert waited <= 21
+    jobs.execute_job(database, jid)
+    job = _job(database, jid)
+    assert (job.state, job.done, job.attempts) == ("succeeded", 10, 2)
+
+
+def test_a_queued_job_past_its_lease_is_queued_again_only_once_the_queue_has_drained(
+    database: db.Database, account_id: int, queue_held: HeldQueue, manual_clock: clock.ManualClock
+) -> None:
+    jid = _new_job(database, account_id, COUNTING)  # behind a long queue
+    manual_clock.advance(timedelta(seconds=jobs._limits.lease_seconds + 1))
+
+    assert jobs.recover_jobs(database) == 0
+    assert queue_held.jids() == [jid]  # no second copy while it is still in the queue
+
+    queue_held.clear()  # its queue entry was lost
+    assert jobs.recover_jobs(database) == 1
+    assert queue_held.jids() == [jid]
+
+
+def test_a_batch_longer_than_the_lease_keeps_the_job_with_its_worker(
+    database: db.Database, account_id: int, queue_held: HeldQueue, manual_clock: clock.ManualClock
+) -> None:
+    _slow_clock[:] = [manual_clock]
+    jid = _new_job(database, account_id, SLOW)
+    token = jobs._claim(database, jid, jobs._limits)
+    assert token is not None
+    queue_held.clear()
+
+    finished = False
+    while not finished:
+        finished = jobs._run_one_batch(database, jid, token, jobs._limits)
+        assert jobs.recover_jobs(database) == 0  # another process's sweep, between batches
+
+    job = _job(database, jid)
+    assert (job.state, job.done, job.attempts) == ("succeeded", 3, 1)
+    assert queue_held.jids() == []
 
 
 def test_a_worker_that_lost_its_lease_cannot_write_progress(

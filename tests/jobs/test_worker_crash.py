@@ -1,5 +1,6 @@
 """A job survives its process being killed: real `dripstone worker` / `dripstone serve`
-processes, a real queue, SIGKILL in the middle, then recovery."""
+processes, a real queue, SIGKILL in the middle, then a restart that takes the job back by
+itself, with the default lease, within the recovery promise."""
 
 from __future__ import annotations
 
@@ -7,23 +8,21 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from dripstone import clock, db
+from dripstone import db
 from dripstone.accounts import service as accounts
 from dripstone.config import Settings
 from dripstone.db import AccountScope
-from dripstone.jobs import service as jobs
 from dripstone.jobs.models import Job
 from dripstone.jobs.queue import configure_queue
 from dripstone.subscribers import lists, schemas, service, subscriptions
 from dripstone.subscribers.models import Subscriber
 from tests.conftest import SECRET
-from tests.processes import Processes, queue_url, wait_until
+from tests.processes import RECOVERY_SECONDS, Processes, queue_url, rate, recovery_budget
 
 SUBSCRIBERS = 20_000
 BATCH = 100
@@ -68,10 +67,8 @@ def test_a_job_killed_mid_run_finishes_after_restart_with_every_subscriber_done_
     database_url: str,
     database: db.Database,
     processes: Processes,
-    manual_clock: clock.ManualClock,
 ) -> None:
     configure_queue(queue_url(settings, database_url))
-    manual_clock.advance(timedelta(days=365 * 10))  # past the subprocesses' real clock
     with database.transaction() as session:
         account, _ = accounts.create_account(session, "acme")
         scope = AccountScope(session, account.id)
@@ -85,19 +82,29 @@ def test_a_job_killed_mid_run_finishes_after_restart_with_every_subscriber_done_
         ).id
 
     first = processes.start(command)
-    _wait_for(database, jid, lambda job: job.done >= 5 * BATCH)
+    measured = _wait_for(database, jid, lambda job: job.done >= BATCH)
+    measured_at = time.monotonic()
+    _wait_for(database, jid, lambda job: job.done >= SUBSCRIBERS // 4)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    killed_at = time.monotonic()
     killed = _wait_for(database, jid, lambda job: True)
     assert killed.state == "running"
     assert 0 < killed.done < SUBSCRIBERS
 
-    manual_clock.advance(timedelta(seconds=jobs._limits.lease_seconds + 1))
-    # PostgreSQL frees the killed worker's row locks once it notices the connection is gone;
-    # until then the sweep skips the locked job.
-    wait_until(lambda: jobs.recover_jobs(database) == 1, "the sweep taking the job back", 30)
+    per_second = rate(killed.done - measured.done, killed_at - measured_at)
+    budget = recovery_budget(SUBSCRIBERS - killed.done, per_second)
+    restarted_at = time.monotonic()
     processes.start(command)
-    job = _wait_for(database, jid, lambda job: job.state in ("succeeded", "failed"))
+    _wait_for(database, jid, lambda job: job.attempts == 2, timeout=budget + 30)
+    recovered = time.monotonic() - restarted_at
+    job = _wait_for(
+        database, jid, lambda job: job.state in ("succeeded", "failed"), timeout=budget + 30
+    )
+    took = time.monotonic() - restarted_at
+    print(f"taken back {recovered:.1f}s, finished {took:.1f}s (budget {budget:.1f}s)")
+    assert recovered < RECOVERY_SECONDS
+    assert took < budget, f"the job finished {took:.1f}s after the restart (> {budget:.1f}s)"
 
     assert (job.state, job.error) == ("succeeded", None)
     assert job.total == job.done == SUBSCRIBERS

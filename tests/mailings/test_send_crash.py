@@ -1,13 +1,14 @@
 """A send survives its worker being killed: a real `dripstone worker` sends to a real SMTP server,
-is SIGKILLed in the middle, and a new worker finishes the send. Every subscriber gets the
-message once; the only copies twice are the deliveries the killed worker had handed to the
-server without recording the reply (the documented window), sent again with the same
-Message-ID."""
+is SIGKILLed in the middle, and a new worker finishes the send, with the default leases,
+within the recovery promise of the restart. Every subscriber gets the message once; the only
+copies twice are the deliveries the killed worker had handed to the server without recording
+the reply (the documented window), sent again with the same Message-ID."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,7 +28,15 @@ from dripstone.subscribers import lists, schemas, service
 from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.mailings.helpers import HTML, parsed
-from tests.processes import Processes, queue_url, wait_until
+from tests.processes import (
+    RECOVERY_SECONDS,
+    Processes,
+    TakenBack,
+    queue_url,
+    rate,
+    recovery_budget,
+    wait_until,
+)
 
 SUBSCRIBERS = 3000
 pytestmark = pytest.mark.slow
@@ -79,7 +88,6 @@ def test_a_send_killed_mid_way_reaches_every_subscriber_once(
         "DRIPSTONE_SMTP_URL": smtp_server.url,
         "DRIPSTONE_SMTP_MAX_PER_SECOND": "1500",
         "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
-        "DRIPSTONE_DELIVERY_CLAIM_SECONDS": "5",
         "DRIPSTONE_JOB_BATCH_SIZE": "500",
     }
     processes = Processes(env, tmp_path)
@@ -88,7 +96,8 @@ def test_a_send_killed_mid_way_reaches_every_subscriber_once(
         wait_until(lambda: len(smtp_server.messages) >= 500, "500 messages")
         first.send_signal(signal.SIGKILL)
         first.wait()
-        received_at_kill = len(smtp_server.messages)
+        before = smtp_server.messages[:]
+        received_at_kill = len(before)
         with database.read_sessions() as session:
             in_doubt = set(
                 session.scalars(select(Delivery.email).where(Delivery.status == "sending"))
@@ -96,8 +105,17 @@ def test_a_send_killed_mid_way_reaches_every_subscriber_once(
         assert 500 <= received_at_kill < SUBSCRIBERS
         assert job_state(database, jid) == "running"
 
+        per_second = rate(received_at_kill - 1, before[-1].received_at - before[0].received_at)
+        budget = recovery_budget(SUBSCRIBERS - received_at_kill, per_second)
+        taken_back = TakenBack(database)
+        restarted_at = time.monotonic()
         processes.start("worker")
-        wait_until(lambda: job_state(database, jid) == "succeeded", "the send's end")
+
+        def finished() -> bool:
+            taken_back.check()
+            return job_state(database, jid) == "succeeded"
+
+        wait_until(finished, "the send's end", budget + 30)
     finally:
         processes.stop_all()
 
@@ -106,6 +124,12 @@ def test_a_send_killed_mid_way_reaches_every_subscriber_once(
         (recipient,) = message.rcpt_tos
         copies[recipient].append(str(parsed(message)["Message-ID"]))
     assert set(copies) == {f"s{i}@example.com" for i in range(SUBSCRIBERS)}
+    last = max(m.received_at for m in smtp_server.messages) - restarted_at
+    assert taken_back.at is not None
+    recovered = taken_back.at - restarted_at
+    print(f"taken back {recovered:.1f}s, last message {last:.1f}s (budget {budget:.1f}s)")
+    assert recovered < RECOVERY_SECONDS
+    assert last < budget, f"the last message came {last:.1f}s after the restart (> {budget:.1f}s)"
     twice = {address for address, ids in copies.items() if len(ids) > 1}
     assert twice <= in_doubt, "only deliveries in the window may arrive twice"
     assert all(len(set(copies[address])) == 1 for address in twice)  # same Message-ID

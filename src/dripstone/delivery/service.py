@@ -16,6 +16,11 @@ window no design can close: the relay may have taken a message just before the p
 died. The recovery sweep sends them again with the same Message-ID (receivers that see the
 Message-ID twice treat it as one message); rows still `claimed` were never handed over and
 are simply sent.
+
+A claim is a short lease (`claim_seconds`, 20 by default) that the heartbeat of the
+dispatcher's process renews while the dispatcher works (see `dripstone.leases`): a slow SMTP
+exchange keeps its claim however long it takes, and the rows of a dispatcher that died are
+taken back by the sweep of the next tick, in any process, once the lease has run out.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +54,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from dripstone import clock
+from dripstone import clock, leases
 from dripstone.config import Settings
 from dripstone.db import Database, UTCDateTime
 from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
@@ -90,9 +96,9 @@ class DeliveryPolicy:
     retry_base_seconds: int = 60
     retry_horizon_seconds: int = 3 * 24 * 3600
     batch_size: int = 200
-    # A claimed row not finished by then is taken back by the sweep. Longer than any one
-    # SMTP exchange can take, so a slow relay does not make two dispatchers send a row.
-    claim_seconds: int = 600
+    # A claim not renewed for this long is taken back by the sweep: its dispatcher died.
+    # The heartbeat renews it while the dispatcher is alive, however slow the relay.
+    claim_seconds: int = 20
     # A dispatch task returns after this long, so sends cannot starve the queue's other work.
     budget_seconds: float = 10.0
     # Replies are recorded (and the next messages handed over) this many at a time: fewer
@@ -325,7 +331,9 @@ def dispatch_due(database: Database, active: Pipeline | None = None) -> int:
         claimed = _claim(database, token, active.policy)
         if not claimed:
             break
-        handed_over += _send_batch(database, active, token, claimed)
+        renew = partial(_renew, token=token, ids=claimed, seconds=active.policy.claim_seconds)
+        with leases.kept_alive(renew):
+            handed_over += _send_batch(database, active, token, claimed)
     return handed_over
 
 
@@ -401,6 +409,26 @@ def _writing(database: Database) -> Iterator[Connection]:
     """A write transaction, taken in turn among this process's threads on SQLite."""
     with _sqlite_writes if database.is_sqlite else nullcontext(), database.engine.begin() as c:
         yield c
+
+
+def _renew(database: Database, token: str, ids: Sequence[int], seconds: int) -> None:
+    """The heartbeat of a live dispatcher: extend its claim on the rows it has not finished.
+    Rows locked right now are skipped: their dispatcher is recording or renewing them."""
+    mine = (
+        select(Delivery.id)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.claim_token == token,
+            Delivery.status.in_((CLAIMED, SENDING)),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    with _writing(database) as connection:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(mine.scalar_subquery()), Delivery.claim_token == token)
+            .values(claimed_until=clock.now() + timedelta(seconds=seconds))
+        )
 
 
 def _send_batch(database: Database, active: Pipeline, token: str, ids: Sequence[int]) -> int:
@@ -699,8 +727,9 @@ def _release(
 
 
 def recover_deliveries(database: Database) -> int:
-    """Take back claims whose dispatcher died. Rows it had handed to the transport (`sending`)
-    go out again with their Message-ID; the window is described in the module docstring."""
+    """Take back claims whose lease ran out: their dispatcher's heartbeat stopped, so it died.
+    Rows it had handed to the transport (`sending`) go out again with their Message-ID; the
+    window is described in the module docstring."""
     now = clock.now()
     stale_claims = and_(Delivery.status.in_((CLAIMED, SENDING)), Delivery.claimed_until < now)
     with database.reader.connect() as connection:

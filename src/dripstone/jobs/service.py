@@ -1,4 +1,9 @@
-"""Job records: create, claim with a lease, advance in batches, finish, recover."""
+"""Job records: create, claim with a lease, advance in batches, finish, recover.
+
+A running job's lease (`lease_seconds`, 20 by default) is renewed as each batch commits, and
+while a batch runs the job's row is locked (SQLite: the database is), so no sweep can take a
+job from a live worker, however long a batch takes. A worker that dies stops renewing: the
+sweep on the tick of any process re-queues its job once the lease has run out."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.db import AccountScope, Database, UTCDateTime, after_commit
 from dripstone.jobs.models import Job
+from dripstone.jobs.queue import huey
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ _steps: dict[str, Step] = {}
 @dataclass(frozen=True)
 class JobLimits:
     batch_size: int = 1000
-    lease_seconds: int = 60
+    lease_seconds: int = 20
     max_attempts: int = 5
 
 
@@ -190,8 +196,9 @@ def _run_one_batch(db: Database, jid: str, token: str, limits: JobLimits) -> boo
         if job is None:
             log.warning("job %s: lease lost to another worker, stopping", jid)
             return True
-        job.lease_expires_at = clock.now() + timedelta(seconds=limits.lease_seconds)
         result = _steps[job.kind](session, job, limits.batch_size)
+        # From the batch's end: only the time to the next batch counts against the lease.
+        job.lease_expires_at = clock.now() + timedelta(seconds=limits.lease_seconds)
         job.done += result.done
         job.failed += result.failed
         job.cursor = result.cursor
@@ -254,15 +261,24 @@ def _retry_or_fail(db: Database, jid: str, token: str, limits: JobLimits, exc: E
 
 def recover_jobs(db: Database) -> int:
     """Re-queue jobs whose lease ran out (their worker died, or their queue entry was lost);
-    fail those that have used up their attempts. Returns how many jobs it touched."""
+    fail those that have used up their attempts. Returns how many jobs it touched.
+
+    A job no worker holds (queued, or waiting between batches) is re-queued only when the
+    queue is empty: while the queue has tasks, the job is most likely among them, and adding
+    a copy of every such job each lease would flood a busy queue."""
     now, limits = clock.now(), _limits
+    stale = and_(Job.state.in_(ACTIVE_STATES), Job.lease_expires_at < now)
+    if not _any_job(db, stale):
+        return 0
+    if huey.pending_count() > 0:
+        stale = and_(stale, Job.lease_token.is_not(None))
+        if not _any_job(db, stale):
+            return 0
     with db.transaction() as session:
-        stale = session.scalars(
-            select(Job)
-            .where(Job.state.in_(ACTIVE_STATES), Job.lease_expires_at < now)
-            .with_for_update(skip_locked=True)
+        stale_jobs = session.scalars(
+            select(Job).where(stale).with_for_update(skip_locked=True)
         ).all()
-        for job in stale:
+        for job in stale_jobs:
             if job.state == RUNNING and job.lease_token is None:  # waiting; its tick was missed
                 job.not_before = None
                 job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
@@ -280,21 +296,21 @@ def recover_jobs(db: Database) -> int:
             job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
             requeued = job.id
             after_commit(session, lambda jid=requeued: enqueue(jid))  # type: ignore[misc]
-        return len(stale)
+        return len(stale_jobs)
+
+
+def _any_job(db: Database, condition: Any) -> bool:
+    """Whether a job matches `condition` (most ticks find none: no write lock for that)."""
+    with db.reader.connect() as connection:
+        return connection.execute(select(Job.id).where(condition).limit(1)).first() is not None
 
 
 def resume_due_jobs(db: Database) -> int:
     """Enqueue the jobs whose time has come: scheduled ones, and running ones that waited."""
     now, limits = clock.now(), _limits
     waiting = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None)))
-    with db.reader.connect() as connection:  # most ticks find nothing: no write lock for that
-        if (
-            connection.execute(
-                select(Job.id).where(waiting, Job.not_before <= now).limit(1)
-            ).first()
-            is None
-        ):
-            return 0
+    if not _any_job(db, and_(waiting, Job.not_before <= now)):
+        return 0
     with db.transaction() as session:
         due = session.scalars(
             select(Job).where(waiting, Job.not_before <= now).with_for_update(skip_locked=True)

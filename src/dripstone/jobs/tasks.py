@@ -23,11 +23,6 @@ def _queue_job(jid: str, delay_seconds: float) -> None:
         run_job(jid)
 
 
-@huey.periodic_task(crontab(minute="*"), name="recover_jobs")  # type: ignore[untyped-decorator]
-def recover_jobs() -> None:
-    service.recover_jobs(db.database())
-
-
 @huey.periodic_task(crontab(minute="17"), name="optimize_database")  # type: ignore[untyped-decorator]
 def optimize_database() -> None:
     """Keep SQLite's query planner statistics fresh (PostgreSQL's autovacuum does this)."""
@@ -38,3 +33,4 @@ def optimize_database() -> None:
 
 
 on_tick(service.resume_due_jobs)
+on_tick(service.recover_jobs)
