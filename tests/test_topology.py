@@ -33,8 +33,7 @@ from dripstone import db
 from dripstone.accounts import service as accounts
 from dripstone.config import Settings
 from dripstone.db import AccountScope
-from dripstone.delivery import service as delivery
-from dripstone.delivery.models import Delivery
+from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.drips import campaigns, enrollment
 from dripstone.drips.models import DripEnrollment, EnrollmentState
 from dripstone.jobs import service as jobs_service
@@ -193,14 +192,17 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
         if time.monotonic() - sampled[0] > 0.5:
             sampled[0] = time.monotonic()
             by_status = counts(Delivery.status)
-            held = sum(by_status.get(status, 0) for status in (delivery.CLAIMED, delivery.SENDING))
+            held = sum(
+                by_status.get(status, 0)
+                for status in (DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
+            )
             most_held[0] = max(most_held[0], held)
         return condition
 
     def unfinished() -> dict[str, int]:
         """The deliveries and enrollments not done yet, by state: what a failure reports."""
         deliveries = counts(Delivery.status)
-        left = {f"delivery {s}": n for s, n in deliveries.items() if s != delivery.DELIVERED}
+        left = {f"delivery {s}": n for s, n in deliveries.items() if s != DeliveryStatus.DELIVERED}
         enrollments = counts(DripEnrollment.state)
         left |= {
             f"enrollment {s}": n for s, n in enrollments.items() if s != EnrollmentState.COMPLETED
@@ -240,7 +242,7 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
             in_doubt = set(
                 session.execute(
                     select(Delivery.email, Delivery.drip_node_id).where(
-                        Delivery.status == delivery.SENDING
+                        Delivery.status == DeliveryStatus.SENDING
                     )
                 ).all()
             )

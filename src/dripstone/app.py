@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dripstone import db
 from dripstone.accounts import service as accounts
 from dripstone.config import Settings, load_settings
-from dripstone.delivery.service import configure_pipeline
+from dripstone.delivery.pipeline import configure_pipeline
 from dripstone.drips.api import router as drips_router
 from dripstone.errors import DripstoneError
 from dripstone.idempotency import service as idempotency

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 
 from dripstone import clock, db
-from dripstone.delivery import service as delivery
+from dripstone.delivery import dispatcher
 from dripstone.delivery.models import Delivery
 from dripstone.drips import runner
 from dripstone.drips.models import DripEnrollment
@@ -56,7 +56,7 @@ def test_parallel_runners_and_dispatchers_never_repeat_a_step_or_an_email(
     assert sum(advanced) == SUBSCRIBERS
     assert sum(1 for n in advanced if n > 0) > 1  # they really worked side by side
 
-    handed_over = together(lambda: delivery.dispatch_due(database))
+    handed_over = together(lambda: dispatcher.dispatch_due(database))
     assert sum(handed_over) == SUBSCRIBERS
     assert Counter(m.rcpt_tos[0] for m in smtp_server.messages) == {
         f"s{i}@example.com": 1 for i in range(SUBSCRIBERS)

@@ -10,7 +10,7 @@ import pytest
 
 from dripstone import db
 from dripstone.config import Settings, load_settings
-from dripstone.delivery.service import close_pipeline
+from dripstone.delivery.pipeline import close_pipeline
 from dripstone.jobs.ticker import tick
 from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpTestServer, smtp_server

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from dripstone import clock, db
 from dripstone.accounts.models import Account
-from dripstone.delivery import service as delivery
+from dripstone.delivery import dispatcher, pipeline, recovery
 from dripstone.delivery.models import Delivery, Suppression
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -354,16 +354,16 @@ def test_a_slow_batch_renews_its_claim_as_it_hands_each_group_over(
     # Each message takes 0.4 s: a group of ten fits in the 5 s claim, the batch of 30 not.
     # Meanwhile another process's sweep takes back whatever claim has run out.
     slow = replace(
-        delivery.pipeline(),
-        policy=delivery.DeliveryPolicy(batch_size=30, claim_seconds=5, record_every=10),
+        pipeline.pipeline(),
+        policy=pipeline.DeliveryPolicy(batch_size=30, claim_seconds=5, record_every=10),
     )
 
     def a_slow_relay_and_a_sweep_elsewhere() -> None:
         manual_clock.advance(timedelta(seconds=0.4))
-        delivery.recover_deliveries(database)
+        recovery.recover_deliveries(database)
 
     smtp_server.handler.on_message = a_slow_relay_and_a_sweep_elsewhere
-    delivery.dispatch_due(database, slow)
+    dispatcher.dispatch_due(database, slow)
 
     assert Counter(m.rcpt_tos[0] for m in smtp_server.messages) == {
         f"r{i}@example.com": 1 for i in range(30)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from dripstone import clock, db, leases
-from dripstone.delivery import service as delivery
+from dripstone.delivery import dispatcher, pipeline, recovery
 from dripstone.delivery.models import Delivery
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -44,7 +44,7 @@ def test_the_claim_of_a_dispatcher_that_died_is_taken_back_and_sent_within_21_se
 ) -> None:
     send(api, make_mailing(api), news)
     # A dispatcher claims the three messages, then its process is killed: no heartbeat.
-    claimed = delivery._claim(database, "killed-dispatcher", delivery.pipeline().policy)
+    claimed = dispatcher._claim(database, "killed-dispatcher", pipeline.pipeline().policy)
     assert len(claimed) == 3
 
     manual_clock.advance(timedelta(seconds=10))
@@ -76,10 +76,10 @@ def test_a_live_dispatcher_keeps_its_claim_through_an_smtp_exchange_of_fifteen_m
             for _ in range(180):
                 manual_clock.advance(timedelta(seconds=5))
                 leases.beat(database)  # this process's heartbeat
-                delivery.recover_deliveries(database)  # another process's sweep
+                recovery.recover_deliveries(database)  # another process's sweep
 
     smtp_server.handler.on_message = a_relay_that_answers_the_first_message_after_fifteen_minutes
-    assert delivery.dispatch_due(database) == 3
+    assert dispatcher.dispatch_due(database) == 3
     smtp_server.handler.on_message = None
     run_tick()
 

@@ -12,7 +12,7 @@ import nacl.signing
 import pytest
 
 from dripstone.config import Settings, load_settings
-from dripstone.delivery.service import close_pipeline
+from dripstone.delivery.pipeline import close_pipeline
 from tests.conftest import SECRET, Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.mailings.helpers import add_subscribers, make_list, make_mailing, send

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from dripstone import clock
 from dripstone.config import Settings, load_settings
-from dripstone.delivery.service import close_pipeline
+from dripstone.delivery.pipeline import close_pipeline
 from tests.conftest import SECRET, Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, node, start

@@ -1,7 +1,7 @@
 """Delivery: from a mailing's templates to messages handed to a mail server.
 
-Pure building blocks, with no database and no HTTP; the mailings domain (rows, send jobs,
-retries) and the public tracking endpoints are built on top of them. One send goes:
+Pure building blocks first, with no database and no HTTP, then the rows and the dispatchers
+that send them. One message goes:
 
     at save time    errors = template.check_templates(subject, html, text)  # refuse if any
                     html = footer.with_unsubscribe_footer(html)  # on every save, never stacks
@@ -24,4 +24,10 @@ Modules:
     prepare       PreparedMailing (once per send) -> RenderedMessage (per recipient)
     mime          MessageFrame / build: multipart/alternative, List-Unsubscribe, DKIM
     transports    Transport registry by URL scheme: outbox files, pooled SMTP; Outcome
+    kinds         kinds of delivery; each domain registers what its kinds' messages say
+    pipeline      this process's transport, signing, DKIM key and pacing
+    audience      who may be sent to: one answer for every path
+    dispatcher    claims due deliveries, sends them, records the replies, exactly once
+    recovery      takes back the claims of dispatchers that died
+    outcomes      counts by status and per subscriber, the last deferral
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,15 +11,40 @@ from sqlalchemy.orm import Mapped, mapped_column
 from dripstone.db import AccountOwned, Base, BigIntId
 
 
-class Delivery(AccountOwned, Base):
-    """One message to one address: written before it leaves, marked after the reply.
+class DeliveryStatus(StrEnum):
+    """pending (due at next_attempt_at; attempts > 0 means deferred) → claimed (taken by a
+    dispatcher, not yet attempted) → sending (handed to the transport; the reply is not
+    recorded yet) → one of the final states. A drip message due while its campaign is
+    paused is held until the campaign starts again."""
 
-    status: pending (due at next_attempt_at; attempts > 0 means deferred), claimed (taken by
-    a dispatcher, not yet attempted), sending (handed to the transport; the reply is not
-    recorded yet), then one of delivered, soft_bounced, hard_bounced, skipped (not sent:
-    the address opted out, unsubscribed, was suppressed or deleted; the reason in smtp_reply).
-    A drip message due while its campaign is paused is held until the campaign starts again.
-    """
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    HELD = "held"
+    DELIVERED = "delivered"
+    SOFT_BOUNCED = "soft_bounced"  # 4xx until the retry horizon
+    HARD_BOUNCED = "hard_bounced"  # 5xx: the address is suppressed for the account
+    SKIPPED = (
+        "skipped"  # never sent: opted out, unsubscribed, suppressed, deleted; why in smtp_reply
+    )
+    FAILED = "failed"  # its content could not be rendered for this recipient
+
+
+FINAL = (
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.SOFT_BOUNCED,
+    DeliveryStatus.HARD_BOUNCED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.FAILED,
+)
+# Handed to a mail server, which answered for good: what counts as sent.
+SENT = (DeliveryStatus.DELIVERED, DeliveryStatus.SOFT_BOUNCED, DeliveryStatus.HARD_BOUNCED)
+BOUNCED = (DeliveryStatus.SOFT_BOUNCED, DeliveryStatus.HARD_BOUNCED)
+
+
+class Delivery(AccountOwned, Base):
+    """One message to one address: written before it leaves, marked after the reply (its
+    status is a DeliveryStatus)."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -55,7 +81,7 @@ class Delivery(AccountOwned, Base):
     from_name: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str] = mapped_column(String(320))
     tracked: Mapped[bool] = mapped_column(default=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
     claim_token: Mapped[str | None] = mapped_column(String(36))

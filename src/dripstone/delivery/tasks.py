@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dripstone import db
-from dripstone.delivery import service
+from dripstone.delivery import dispatcher, recovery
 from dripstone.jobs.queue import huey
 from dripstone.jobs.ticker import on_tick, when_due
 
 
 @huey.task(name="dispatch_deliveries")  # type: ignore[untyped-decorator]
 def dispatch_deliveries() -> None:
-    service.dispatch_due(db.database())
+    dispatcher.dispatch_due(db.database())
 
 
-on_tick(service.recover_deliveries)
-when_due(service.has_due_deliveries, dispatch_deliveries)
+on_tick(recovery.recover_deliveries)
+when_due(dispatcher.has_due_deliveries, dispatch_deliveries)

@@ -21,7 +21,7 @@ from dripstone.db import (
     matches_regex,
     ordering,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import dispatcher
 from dripstone.delivery.template import check_templates
 from dripstone.drips.graph import (
     Graph,
@@ -252,7 +252,7 @@ def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
     if campaign.state == DripState.STARTED:
         raise Invalid("the campaign is started: pause it before deleting it", field="state")
     campaign.deleted_at = clock.now()
-    delivery.release_held(
+    dispatcher.release_held(
         scope.session, enrollment_ids(campaign), reason="the drip campaign was deleted"
     )
 

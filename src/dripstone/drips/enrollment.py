@@ -17,7 +17,7 @@ from dripstone.db import (
     insert_ignoring_duplicates,
     locked,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import audience
 from dripstone.drips import engine
 from dripstone.drips.graph import (
     Graph,
@@ -54,7 +54,7 @@ def members_of(scope: AccountScope, list_id: int) -> Any:
     lst = scope.by_id(SubscriptionList, list_id)
     condition = membership_condition(None if lst is None or lst.is_default else lst.id)
     return and_(
-        Subscriber.account_id == scope.account_id, condition, delivery.reachable_subscriber()
+        Subscriber.account_id == scope.account_id, condition, audience.reachable_subscriber()
     )
 
 

@@ -9,7 +9,7 @@ from dripstone import clock
 from dripstone.db import (
     AccountScope,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import dispatcher
 from dripstone.drips.campaigns import NODES_FIELD, checked_graph, enrollment_ids
 from dripstone.drips.enrollment import enrollment_jobs
 from dripstone.drips.models import (
@@ -34,7 +34,7 @@ def start(scope: AccountScope, campaign: DripCampaign) -> list[str]:
     campaign.state = DripState.STARTED
     campaign.updated_at = clock.now()
     if not first_start:
-        delivery.release_held(scope.session, enrollment_ids(campaign))
+        dispatcher.release_held(scope.session, enrollment_ids(campaign))
         return []
     campaign.started_at = clock.now()
     jobs = []

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dripstone.db import (
     AccountScope,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import audience
 from dripstone.delivery.models import Delivery
 from dripstone.drips.graph import (
     parse_graph,
@@ -42,7 +42,7 @@ def _still_in() -> Any:
         SubscriptionList.id == DripCampaign.subscription_list_id,
         SubscriptionList.is_default.is_(True),
     )
-    return and_(delivery.reachable_subscriber(), or_(is_default, on_list))
+    return and_(audience.reachable_subscriber(), or_(is_default, on_list))
 
 
 def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int, int]]:

@@ -29,9 +29,9 @@ from dripstone.db import (
     Database,
     insert_ignoring_duplicates,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import audience
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery
+from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.drips import engine
 from dripstone.drips.graph import (
     CUSTOM_FIELD_PREFIX,
@@ -436,11 +436,11 @@ def _suppressed(
         for e in enrollments
         if (person := people.get(e.subscriber_id or 0)) is not None and person.email
     }
-    blocked = delivery.unsendable(session, addresses)
+    blocked = audience.unsendable(session, addresses)
     return {
         subscriber_id
         for address, subscriber_id in addresses.items()
-        if blocked.get(address) is delivery.Unsendable.SUPPRESSED
+        if blocked.get(address) is audience.Unsendable.SUPPRESSED
     }
 
 
@@ -512,7 +512,7 @@ def _delivery_row(
         "from_name": effect.from_name,
         "email": person.email,
         "tracked": True,
-        "status": delivery.PENDING,
+        "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,

@@ -21,10 +21,11 @@ from dripstone.db import (
     matches_regex,
     ordering,
 )
-from dripstone.delivery import service as delivery
+from dripstone.delivery import audience, outcomes, pipeline
+from dripstone.delivery import models as delivery_models
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery
+from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
@@ -122,14 +123,14 @@ def _delivery_counts(key: Any) -> Any:
     return select(
         key.label("key"),
         func.count().label("recipients"),
-        _count_if(Delivery.status.in_(delivery.SENT)).label("sent"),
-        _count_if(Delivery.status == delivery.DELIVERED).label("delivered"),
-        _count_if(Delivery.status.in_(delivery.BOUNCED)).label("bounced"),
-        _count_if(Delivery.status == delivery.SOFT_BOUNCED).label("soft_bounced"),
-        _count_if(Delivery.status == delivery.HARD_BOUNCED).label("hard_bounced"),
-        _count_if(Delivery.status == delivery.SKIPPED).label("skipped"),
-        _count_if(Delivery.status == delivery.FAILED).label("failed"),
-        _count_if(Delivery.status.not_in(delivery.FINAL)).label("pending"),
+        _count_if(Delivery.status.in_(delivery_models.SENT)).label("sent"),
+        _count_if(Delivery.status == DeliveryStatus.DELIVERED).label("delivered"),
+        _count_if(Delivery.status.in_(delivery_models.BOUNCED)).label("bounced"),
+        _count_if(Delivery.status == DeliveryStatus.SOFT_BOUNCED).label("soft_bounced"),
+        _count_if(Delivery.status == DeliveryStatus.HARD_BOUNCED).label("hard_bounced"),
+        _count_if(Delivery.status == DeliveryStatus.SKIPPED).label("skipped"),
+        _count_if(Delivery.status == DeliveryStatus.FAILED).label("failed"),
+        _count_if(Delivery.status.not_in(delivery_models.FINAL)).label("pending"),
         _count_if(Delivery.opened_at.is_not(None)).label("opened"),
         _count_if(Delivery.clicked_at.is_not(None)).label("clicked"),
         _count_if(Delivery.unsubscribed_at.is_not(None)).label("unsubscribed"),
@@ -294,7 +295,7 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
             subscriber_id=subscriber.id if subscriber is not None else None,
             email=to_email,
             tracked=False,
-            status=delivery.PENDING,
+            status=DeliveryStatus.PENDING,
             next_attempt_at=now,
             created_at=now,
         )
@@ -303,10 +304,10 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
 
 def _refuse_unreachable(scope: AccountScope, email: str, field: str) -> Subscriber | None:
     """The subscriber with this address, if any; 422 if the address may not be mailed."""
-    blocked = delivery.unsendable(scope.session, [(scope.account_id, email)])
-    if blocked.get((scope.account_id, email)) is delivery.Unsendable.SUPPRESSED:
+    blocked = audience.unsendable(scope.session, [(scope.account_id, email)])
+    if blocked.get((scope.account_id, email)) is audience.Unsendable.SUPPRESSED:
         raise Invalid(f"{field}: {email} bounced before and is suppressed", field=field)
-    if blocked.get((scope.account_id, email)) is delivery.Unsendable.OPTED_OUT:
+    if blocked.get((scope.account_id, email)) is audience.Unsendable.OPTED_OUT:
         raise Invalid(f"{field}: {email} has opted out of all mail", field=field)
     found: Subscriber | None = scope.session.scalars(
         scope.select(Subscriber).where(Subscriber.email == email)
@@ -349,7 +350,7 @@ def start_send(
             "the campaign mailing cannot be sent: " + "; ".join(problems),
             field=field or "campaign_mailing_id",
         )
-    from_email = request.from_email or mailing.from_email or delivery.default_from_email()
+    from_email = request.from_email or mailing.from_email or pipeline.default_from_email()
     job = create_job(scope.session, scope.account_id, SEND_JOB, {}, not_before=request.send_at)
     send = CampaignMailingSend(
         account_id=scope.account_id,
@@ -478,7 +479,7 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
         scope.session.scalar(
             select(func.count())
             .select_from(Subscriber)
-            .where(selection_condition(scope, selection), delivery.reachable_subscriber())
+            .where(selection_condition(scope, selection), audience.reachable_subscriber())
         )
         or 0
     )
@@ -491,7 +492,7 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
                 campaign_mailing_id=send.campaign_mailing_id,
                 email=email,
                 tracked=False,
-                status=delivery.PENDING,
+                status=DeliveryStatus.PENDING,
                 next_attempt_at=now,
                 created_at=now,
             )
@@ -527,7 +528,7 @@ def _queue_batch(
     selection = _selection(scope, send)
     chosen = and_(
         selection_condition(scope, selection),
-        delivery.reachable_subscriber(),
+        audience.reachable_subscriber(),
         Subscriber.id > job.cursor,
     )
     batch = select(Subscriber.id).where(chosen).order_by(Subscriber.id).limit(batch_size)
@@ -545,7 +546,7 @@ def _queue_batch(
         literal(_unsubscribe_list(scope, selection)),
         Subscriber.email,
         literal(True),
-        literal(delivery.PENDING),
+        literal(DeliveryStatus.PENDING),
         literal(0),
         now,
         now,
@@ -601,13 +602,13 @@ def _deferral_note(session: Session, send: CampaignMailingSend) -> str | None:
     waiting = session.scalar(
         select(func.count()).where(
             Delivery.send_id == send.id,
-            Delivery.status == delivery.PENDING,
+            Delivery.status == DeliveryStatus.PENDING,
             Delivery.smtp_reply.is_not(None),
         )
     )
     if not waiting:
         return None
-    last = delivery.last_deferral(session.connection(), Delivery.send_id == send.id)
+    last = outcomes.last_deferral(session.connection(), Delivery.send_id == send.id)
     reply = f"{last.smtp_code or ''} {last.smtp_reply or ''}".strip() if last else ""
     return (
         f"{waiting} message(s) deferred and waiting to be retried; "

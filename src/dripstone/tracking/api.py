@@ -12,7 +12,7 @@ from html import escape
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from dripstone.delivery import service as delivery
+from dripstone.delivery import pipeline
 from dripstone.delivery.signing import CLICK_ROUTE, OPEN_ROUTE, UNSUBSCRIBE_ROUTE
 from dripstone.errors import NotFound
 from dripstone.http import WriteSession
@@ -27,7 +27,7 @@ NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referre
 @router.get(OPEN_ROUTE)
 def open_pixel(token: str, session: WriteSession) -> Response:
     """A 1x1 transparent GIF; records an open."""
-    if not service.record_open(session, delivery.pipeline().tokens, token):
+    if not service.record_open(session, pipeline.pipeline().tokens, token):
         raise NotFound("no such message", field="token")
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
@@ -35,7 +35,7 @@ def open_pixel(token: str, session: WriteSession) -> Response:
 @router.get(CLICK_ROUTE)
 def click(token: str, session: WriteSession) -> RedirectResponse:
     """Records the click, then redirects to the link's own address."""
-    target = service.record_click(session, delivery.pipeline().tokens, token)
+    target = service.record_click(session, pipeline.pipeline().tokens, token)
     if target is None:
         raise NotFound("no such link", field="token")
     return RedirectResponse(target, status_code=302, headers=NO_STORE)
@@ -56,7 +56,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 @router.get(UNSUBSCRIBE_ROUTE)
 def unsubscribe_page(token: str, session: WriteSession) -> HTMLResponse:
     """A confirmation page; nothing changes until its button is pressed (link scanners GET)."""
-    target = service.unsubscribe_target(session, delivery.pipeline().tokens, token)
+    target = service.unsubscribe_target(session, pipeline.pipeline().tokens, token)
     if target is None:
         raise NotFound("no such message", field="token")
     what = f"the list “{escape(target.list_name)}”" if target.list_name else "all our emails"
@@ -70,7 +70,7 @@ def unsubscribe_page(token: str, session: WriteSession) -> HTMLResponse:
 @router.post(UNSUBSCRIBE_ROUTE)
 def unsubscribe(token: str, session: WriteSession) -> HTMLResponse:
     """Unsubscribes at once: the page's button, and RFC 8058 one-click from the mail client."""
-    target = service.unsubscribe_target(session, delivery.pipeline().tokens, token)
+    target = service.unsubscribe_target(session, pipeline.pipeline().tokens, token)
     if target is None:
         raise NotFound("no such message", field="token")
     service.unsubscribe(session, target)
