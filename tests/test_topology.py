@@ -36,8 +36,7 @@ from dripstone.db import AccountScope
 from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.drips import campaigns, enrollment
 from dripstone.drips.models import DripEnrollment, EnrollmentState
-from dripstone.jobs import service as jobs_service
-from dripstone.jobs.models import Job
+from dripstone.jobs.models import Job, JobState
 from dripstone.mailings import schemas as mailing_schemas
 from dripstone.mailings import service as mailings
 from dripstone.subscribers import schemas, service
@@ -260,7 +259,7 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
         recovered_in = arrived[-1] - killed_at
         # A job the dead worker held is taken up again within the recovery time as well.
         wait_until(
-            lambda: set(jobs()) <= {f"{kind} {jobs_service.SUCCEEDED}" for kind in job_kinds},
+            lambda: set(jobs()) <= {f"{kind} {JobState.SUCCEEDED}" for kind in job_kinds},
             "every job succeeded",
             timeout=RECOVERY_SECONDS,
             state=lambda: f"jobs {jobs()}",
@@ -293,10 +292,10 @@ def test_two_servers_and_two_workers_deliver_every_message_once_through_a_worker
     with database.read_sessions() as session:
         records = {job.id: job for job in session.scalars(select(Job))}
     assert (records[send_jid].state, records[send_jid].done) == (
-        jobs_service.SUCCEEDED,
+        JobState.SUCCEEDED,
         SUBSCRIBERS,
     )
-    assert {records[jid].state for jid in drip_jids} == {jobs_service.SUCCEEDED}
+    assert {records[jid].state for jid in drip_jids} == {JobState.SUCCEEDED}
     print(  # the figures, for `pytest -s`
         f"\n{queue.url.split(':')[0]} queue: data {created - began:.1f}s, processes up "
         f"{started - created:.1f}s, first message {arrived[0] - started:.1f}s after the starts; "

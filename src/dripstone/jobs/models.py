@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Index, String, Text
@@ -10,6 +11,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone import clock
 from dripstone.db import AccountOwned, Base, BigIntId, new_uuid
+
+
+class JobState(StrEnum):
+    """queued → running → succeeded or failed; a queued job no worker started can be
+    cancelled. A running job with no lease token is waiting (for deliveries, say) and is
+    resumed by the tick."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Job(AccountOwned, Base):
@@ -20,7 +33,7 @@ class Job(AccountOwned, Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     kind: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     total: Mapped[int] = mapped_column(default=0)
     done: Mapped[int] = mapped_column(default=0)

@@ -19,14 +19,12 @@ from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import AccountScope, Database, UTCDateTime, after_commit
-from dripstone.jobs.models import Job
+from dripstone.jobs.models import Job, JobState
 from dripstone.jobs.queue import huey
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-CANCELLED = "cancelled"
-ACTIVE_STATES = (QUEUED, RUNNING)
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 
 
 class JobError(Exception):
@@ -100,7 +98,7 @@ def create_job(
         kind=kind,
         payload=payload,
         total=total,
-        state=QUEUED,
+        state=JobState.QUEUED,
         not_before=not_before if later else None,
         lease_expires_at=max(now, not_before or now) + timedelta(seconds=_limits.lease_seconds),
     )
@@ -116,8 +114,8 @@ def cancel_job(session: Session, job: Job) -> bool:
     """Cancel `job` if no worker has started it; returns whether it was cancelled."""
     cancelled = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.state == QUEUED, Job.started_at.is_(None))
-        .values(state=CANCELLED, finished_at=clock.now(), lease_expires_at=None)
+        .where(Job.id == job.id, Job.state == JobState.QUEUED, Job.started_at.is_(None))
+        .values(state=JobState.CANCELLED, finished_at=clock.now(), lease_expires_at=None)
     )
     session.expire(job)
     return bool(cancelled.rowcount == 1)  # type: ignore[attr-defined]
@@ -157,10 +155,18 @@ def execute_job(db: Database, jid: str) -> None:
         while not _run_one_batch(db, jid, token, limits):
             pass
     except JobError as exc:
-        _finish(db, jid, token, FAILED, str(exc))
+        _finish(db, jid, token, JobState.FAILED, str(exc))
     except Exception as exc:
         log.exception("job %s failed", jid)
         _retry_or_fail(db, jid, token, limits, exc)
+
+
+def _unheld() -> Any:
+    """SQL: a job no worker holds, queued or waiting between batches."""
+    return or_(
+        Job.state == JobState.QUEUED,
+        and_(Job.state == JobState.RUNNING, Job.lease_token.is_(None)),
+    )
 
 
 def _claim(db: Database, jid: str, limits: JobLimits) -> str | None:
@@ -171,16 +177,16 @@ def _claim(db: Database, jid: str, limits: JobLimits) -> str | None:
             update(Job)
             .where(
                 Job.id == jid,
-                or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None))),
+                _unheld(),
                 or_(Job.not_before.is_(None), Job.not_before <= now),
             )
             .values(
-                state=RUNNING,
+                state=JobState.RUNNING,
                 lease_token=token,
                 lease_expires_at=now + timedelta(seconds=limits.lease_seconds),
                 not_before=None,
                 # Resuming a waiting job is not a new attempt at it.
-                attempts=case((Job.state == QUEUED, Job.attempts + 1), else_=Job.attempts),
+                attempts=case((Job.state == JobState.QUEUED, Job.attempts + 1), else_=Job.attempts),
                 started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
             )
         )
@@ -203,14 +209,14 @@ def _run_one_batch(db: Database, jid: str, token: str, limits: JobLimits) -> boo
         job.failed += result.failed
         job.cursor = result.cursor
         if result.failed_with is not None:
-            job.state = FAILED
+            job.state = JobState.FAILED
             job.error = result.failed_with
             job.finished_at = clock.now()
             job.lease_token = None
             job.lease_expires_at = None
             return True
         if result.finished:
-            job.state = SUCCEEDED
+            job.state = JobState.SUCCEEDED
             job.finished_at = clock.now()
             job.lease_token = None
             job.lease_expires_at = None
@@ -223,7 +229,7 @@ def _run_one_batch(db: Database, jid: str, token: str, limits: JobLimits) -> boo
 
 
 def _held(session: Session, jid: str, token: str) -> Job | None:
-    stmt = select(Job).where(Job.id == jid, Job.lease_token == token, Job.state == RUNNING)
+    stmt = select(Job).where(Job.id == jid, Job.lease_token == token, Job.state == JobState.RUNNING)
     return session.scalars(stmt.with_for_update()).one_or_none()
 
 
@@ -245,14 +251,14 @@ def _retry_or_fail(db: Database, jid: str, token: str, limits: JobLimits, exc: E
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         if job.attempts >= limits.max_attempts:
-            job.state = FAILED
+            job.state = JobState.FAILED
             job.error = f"gave up after {job.attempts} attempts; last error: {reason}"
             job.finished_at = clock.now()
             job.lease_token = None
             job.lease_expires_at = None
             return
         delay = min(2**job.attempts, 300)
-        job.state = QUEUED
+        job.state = JobState.QUEUED
         job.error = f"attempt {job.attempts} failed, retrying in {delay}s: {reason}"
         job.lease_token = None
         job.lease_expires_at = clock.now() + timedelta(seconds=delay + limits.lease_seconds)
@@ -279,19 +285,21 @@ def recover_jobs(db: Database) -> int:
             select(Job).where(stale).with_for_update(skip_locked=True)
         ).all()
         for job in stale_jobs:
-            if job.state == RUNNING and job.lease_token is None:  # waiting; its tick was missed
+            if (
+                job.state == JobState.RUNNING and job.lease_token is None
+            ):  # waiting; its tick was missed
                 job.not_before = None
                 job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
                 after_commit(session, lambda jid=job.id: enqueue(jid))  # type: ignore[misc]
                 continue
-            if job.state == RUNNING and job.attempts >= limits.max_attempts:
-                job.state = FAILED
+            if job.state == JobState.RUNNING and job.attempts >= limits.max_attempts:
+                job.state = JobState.FAILED
                 job.error = f"the worker running this job stopped {job.attempts} times; giving up"
                 job.finished_at = now
                 job.lease_token = None
                 job.lease_expires_at = None
                 continue
-            job.state = QUEUED
+            job.state = JobState.QUEUED
             job.lease_token = None
             job.lease_expires_at = now + timedelta(seconds=limits.lease_seconds)
             requeued = job.id
@@ -308,7 +316,7 @@ def _any_job(db: Database, condition: Any) -> bool:
 def resume_due_jobs(db: Database) -> int:
     """Enqueue the jobs whose time has come: scheduled ones, and running ones that waited."""
     now, limits = clock.now(), _limits
-    waiting = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.lease_token.is_(None)))
+    waiting = _unheld()
     if not _any_job(db, and_(waiting, Job.not_before <= now)):
         return 0
     with db.transaction() as session:

@@ -30,8 +30,15 @@ from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
 from dripstone.errors import BadRequest, Invalid, NotFound
-from dripstone.jobs.models import Job
-from dripstone.jobs.service import JobError, StepResult, cancel_job, create_job, job_step
+from dripstone.jobs.models import Job, JobState
+from dripstone.jobs.service import (
+    ACTIVE_STATES,
+    JobError,
+    StepResult,
+    cancel_job,
+    create_job,
+    job_step,
+)
 from dripstone.mailings import schemas
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend, SendState
 from dripstone.references import Uses
@@ -272,8 +279,8 @@ def bulk_delete_mailings(scope: AccountScope, mailing_ids: Sequence[str]) -> Non
     )
     scope.session.execute(
         update(Job)
-        .where(Job.id.in_(jobs.scalar_subquery()), Job.state.in_(("queued", "running")))
-        .values(state="cancelled", finished_at=clock.now(), lease_token=None)
+        .where(Job.id.in_(jobs.scalar_subquery()), Job.state.in_(ACTIVE_STATES))
+        .values(state=JobState.CANCELLED, finished_at=clock.now(), lease_token=None)
     )
     scope.session.execute(delete(Delivery).where(Delivery.campaign_mailing_id.in_(found_ids)))
     scope.session.execute(
