@@ -678,7 +678,7 @@ def test_list_search_ignores_case(
     assert listed(api, search="E") == ["Re-engage 2024", "Welcome series"]
 
 
-@pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}"])
+@pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}", "(W)\\1", "W(?=in)"])
 def test_a_bad_search_regex_is_400_naming_search(
     api: Api, news: str, mailing: str, pattern: str
 ) -> None:

@@ -20,13 +20,11 @@ from datetime import datetime
 from typing import Any, Literal, NoReturn
 
 from sqlalchemy import and_, exists, func, literal, or_, select, text, update
-from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.accounts.models import Account
 from dripstone.db import (
-    INVALID_REGULAR_EXPRESSION,
     AccountScope,
     Database,
     RowLock,
@@ -34,6 +32,7 @@ from dripstone.db import (
     insert_ignoring_duplicates,
     locked,
     matches_regex,
+    searched,
 )
 from dripstone.delivery import service as delivery
 from dripstone.delivery.mime import fits_in_a_header
@@ -42,7 +41,7 @@ from dripstone.delivery.template import check_templates
 from dripstone.drips import engine
 from dripstone.drips.graph import Graph, GraphError, parse_graph, relocate
 from dripstone.drips.models import DripCampaign, DripEnrollment, DripNodeVisit
-from dripstone.errors import BadRequest, Invalid, NotFound
+from dripstone.errors import Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
 from dripstone.mailings.models import CampaignMailing
@@ -259,13 +258,8 @@ def list_campaigns(
             DripCampaign.id.desc(),
         )
     )
-    try:
-        with scope.session.begin_nested():
-            return list(scope.session.scalars(stmt.order_by(*direction)))
-    except DataError as exc:
-        if getattr(exc.orig, "sqlstate", None) != INVALID_REGULAR_EXPRESSION:
-            raise
-        raise BadRequest("search: not a valid regular expression", field="search") from None
+    stmt = stmt.order_by(*direction)
+    return searched(scope.session, stmt) if search else list(scope.session.scalars(stmt))
 
 
 def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:
