@@ -35,6 +35,7 @@ from dripstone.jobs.ticker import Ticker
 from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
+from dripstone.tracking import api as tracking_api
 from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
@@ -197,7 +198,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.url.path.startswith(tracking_api.PREFIX):
+            return tracking_api.not_found_page()
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 400 and message == BODY_UNREADABLE:
             # FastAPI's answer to a JSON body it cannot even decode (e.g. not UTF-8).
