@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 
 from dripstone.subscribers.schemas import NoNul, Strict, Uuid
 
@@ -20,9 +20,14 @@ def _graph_text(value: Any) -> Any:
     return value
 
 
-GraphText = Annotated[
-    str, BeforeValidator(_graph_text), StringConstraints(max_length=MAX_GRAPH_LENGTH), NoNul
-]
+def _graph_length(value: str) -> str:
+    if len(value) > MAX_GRAPH_LENGTH:
+        raise ValueError(f"must be at most {MAX_GRAPH_LENGTH:,} characters, got {len(value):,}")
+    return value
+
+
+# The length is checked by hand: after a BeforeValidator Pydantic counts it in "items".
+GraphText = Annotated[str, BeforeValidator(_graph_text), AfterValidator(_graph_length), NoNul]
 CampaignName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
 ]
