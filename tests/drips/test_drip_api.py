@@ -1018,3 +1018,8 @@ def test_a_graph_too_long_is_refused_in_characters(api: Api, news: str) -> None:
         "drip_campaign.drip_campaign_nodes: must be at most 1,000,000 characters, "
         f"got {len(text):,}"
     )
+
+
+def test_line_breaks_in_a_campaign_name_become_spaces(api: Api, news: str, mailing: str) -> None:
+    create(api, news, simple(mailing), name="Welcome\r\nseries")
+    assert listed(api) == ["Welcome series"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 
-from dripstone.subscribers.schemas import NoNul, Strict, Uuid
+from dripstone.subscribers.schemas import NoNul, OneLine, Strict, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
 
@@ -29,7 +29,7 @@ def _graph_length(value: str) -> str:
 # The length is checked by hand: after a BeforeValidator Pydantic counts it in "items".
 GraphText = Annotated[str, BeforeValidator(_graph_text), AfterValidator(_graph_length), NoNul]
 CampaignName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul, OneLine
 ]
 Trigger = Literal["existing", "subscription", "both"]
 

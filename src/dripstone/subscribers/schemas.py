@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
@@ -54,9 +56,26 @@ def normalize_phone(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def one_line(value: str) -> str:
+    """`value` with each run of line breaks and other control characters made one space.
+
+    Names end up in headers, CSV exports and dashboards, where a line break does harm or
+    misleads; NUL stays refused by `no_nul`, which says so.
+    """
+    normalized = _CONTROL_RUNS.sub(" ", value).strip()
+    if value and not normalized:
+        raise ValueError("must not be only control characters")
+    return normalized
+
+
+_CONTROL_RUNS = re.compile(r"[\x01-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def _custom_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number, not NaN or Infinity")
     if isinstance(value, int | float | str):
         return str(value)
     raise ValueError("custom field values must be strings, numbers or booleans")
@@ -70,7 +89,8 @@ Email = Annotated[
 ]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
 NoNul = AfterValidator(no_nul)
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
+OneLine = AfterValidator(one_line)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul, OneLine]
 FieldName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
 ]
@@ -82,7 +102,7 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 # Ids are stored lower-case; a client that upper-cases one still names the same row.
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(str.lower)]
 ListName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul, OneLine
 ]
 
 
