@@ -132,7 +132,8 @@ def test_a_template_bomb_is_refused_at_once_while_healthz_answers(
     assert response.status_code == 200, response.text
     errors = response.json()["errors"]
     assert len(errors) == 1, errors
-    assert errors[0].startswith("html_part line 1: the template "), errors
+    assert errors[0].startswith("html_part line 1: "), errors
+    assert "in one render" in errors[0] or "bits" in errors[0], errors
     assert elapsed < 2, f"the refusal took {elapsed:.1f}s"
 
 
