@@ -287,3 +287,26 @@ def test_a_body_that_is_not_utf8_is_malformed_json(api: Api) -> None:
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(
+            b'{"subscriber": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nested too deeply",
+            id="deep",
+        ),
+        pytest.param(
+            b'{"subscriber": {"email": ' + b"1" * 5000 + b"}}",
+            "holds an integer longer than 4,300 digits",
+            id="long-integer",
+        ),
+        pytest.param(b'{"subscriber": ', "not valid JSON", id="cut-short"),
+    ],
+)
+def test_a_body_json_cannot_read_says_why(api: Api, body: bytes, reason: str) -> None:
+    answer = api.post("/subscribers", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "malformed_json"
+    assert answer.json()["error"] == f"the request body is {reason}"

@@ -32,10 +32,12 @@ from dripstone.jobs import tasks as jobs_tasks
 from dripstone.jobs.api import router as jobs_router
 from dripstone.jobs.queue import configure_queue, create_consumer
 from dripstone.jobs.ticker import Ticker
+from dripstone.jsontext import unreadable
 from dripstone.leases import Heartbeat
 from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
+from dripstone.tracking import api as tracking_api
 from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
@@ -202,11 +204,19 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.url.path.startswith(tracking_api.PREFIX):
+            return tracking_api.not_found_page()
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 400 and message == BODY_UNREADABLE:
-            # FastAPI's answer to a JSON body it cannot even decode (e.g. not UTF-8).
-            return envelope(400, "the request body is not valid JSON (UTF-8)", "malformed_json")
+            # FastAPI's answer to a JSON body json.loads raised on, other than a syntax error.
+            cause = exc.__cause__
+            reason = (
+                "not valid JSON (UTF-8)"
+                if cause is None or isinstance(cause, UnicodeDecodeError)
+                else unreadable(cause)
+            )
+            return envelope(400, f"the request body is {reason}", "malformed_json")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint; API paths start with /v1/marketing/ or /v1/orca/USERNAME/"
         return envelope(exc.status_code, message)

@@ -6,8 +6,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
+import re2
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -19,17 +21,20 @@ from sqlalchemy import (
     String,
     event,
     select,
+    text,
 )
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from dripstone import clock
+from dripstone.errors import BadRequest
 from dripstone.wire import is_uuid
 
 READ_ONLY = "dripstone_read_only"
@@ -190,6 +195,9 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     dbapi_connection.create_function(
         "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
     )
+    # SQLAlchemy's REGEXP is Python's `re`, whose backtracking a pattern can make take hours
+    # while holding the GIL, freezing the whole process.
+    dbapi_connection.create_function("regexp", 2, _regexp, deterministic=True)
 
 
 def _sqlite_on_begin(connection: Any) -> None:
@@ -267,13 +275,56 @@ def database() -> Database:
 
 
 INVALID_REGULAR_EXPRESSION = "2201B"  # PostgreSQL's SQLSTATE for a pattern it refuses
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE when statement_timeout ran out
+SEARCH_TIMEOUT_MS = 2000
+"""PostgreSQL's own regex engine gets this long per search; a list query of one account
+takes milliseconds, so only a pathological pattern can reach it."""
+
+
+class SearchError(BadRequest):
+    """A regex search that cannot run: the pattern, or the time it would take (400, naming
+    the `search` parameter that both list endpoints take)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"search: {reason}", field="search")
+
+
+def _regex_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a user's typo is not a server log line
+    return options
+
+
+_REGEX_OPTIONS = _regex_options()
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> Any:
+    return re2.compile(pattern, _REGEX_OPTIONS)
+
+
+def _regexp(pattern: str | None, value: str | None) -> bool | None:
+    """SQLite's REGEXP: RE2, whose matching takes linear time, ignoring case."""
+    if pattern is None or value is None:
+        return None
+    return _compiled(pattern).search(value) is not None
 
 
 def matches_regex(session: Session, column: Any, pattern: str) -> Any:
-    """SQL: `column` matches `pattern`, ignoring case, on either backend. (SQLAlchemy drops
-    regex flags on SQLite, whose REGEXP is Python's `re`: there the flag goes inline.)"""
+    """SQL: `column` matches `pattern`, ignoring case, on either backend.
+
+    Patterns are RE2's (no backreferences or lookaround), checked here on both backends: no
+    pattern can take longer than linear time on SQLite, where REGEXP runs in this process.
+    PostgreSQL runs them in its own engine, bounded by `searched`. Raises SearchError.
+    """
+    try:
+        _compiled(pattern)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise SearchError(f"not a valid regular expression ({reason})") from None
     if session.get_bind().dialect.name == "sqlite":
-        return column.regexp_match("(?i)" + pattern)
+        return column.regexp_match(pattern)
     return column.regexp_match(pattern, flags="i")
 
 
@@ -283,6 +334,36 @@ def ordering(column: Any, tie_break: Any, order: Literal["asc", "desc"]) -> tupl
     if order == "asc":
         return column.asc(), tie_break.asc()
     return column.desc(), tie_break.desc()
+
+
+def searched(session: Session, stmt: Select[Any]) -> list[Any]:
+    """The rows of `stmt`, a query with a `matches_regex` filter; raises SearchError."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    try:
+        with session.begin_nested():
+            if not postgres:
+                return list(session.scalars(stmt))
+            before = session.execute(
+                text(
+                    "SELECT current_setting('statement_timeout'), "
+                    "set_config('statement_timeout', :ms, true)"
+                ),
+                {"ms": str(SEARCH_TIMEOUT_MS)},
+            ).scalar_one()
+            rows = list(session.scalars(stmt))
+            session.execute(
+                text("SELECT set_config('statement_timeout', :before, true)"), {"before": before}
+            )
+            return rows
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None)
+        if state == INVALID_REGULAR_EXPRESSION:  # PostgreSQL's dialect refused it
+            raise SearchError("not a valid regular expression") from None
+        if state == QUERY_CANCELED:
+            raise SearchError(
+                f"the regular expression takes longer than {SEARCH_TIMEOUT_MS} ms to match"
+            ) from None
+        raise
 
 
 def insert_ignoring_duplicates(session: Session, model: type[Any], *unique_columns: str) -> Any:

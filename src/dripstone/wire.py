@@ -17,6 +17,8 @@ MAX_EMAIL_LENGTH = 320
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID = re.compile(UUID_PATTERN)
 # Line breaks and control characters (tab aside), which would end or split a header.
+# Runs of line breaks and other control characters (NUL aside), made one space in names.
+_CONTROL_RUNS = re.compile(r"[\x01-\x1f\x7f-\x9f\u2028\u2029]+")
 _UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
@@ -49,6 +51,18 @@ def fits_in_a_header(value: str) -> bool:
     return _UNSAFE_IN_HEADER.search(value) is None
 
 
+def one_line(value: str) -> str:
+    """`value` with each run of line breaks and other control characters made one space.
+
+    Names end up in headers, CSV exports and dashboards, where a line break does harm or
+    misleads; NUL stays refused by `no_nul`, which says so.
+    """
+    normalized = _CONTROL_RUNS.sub(" ", value).strip()
+    if value and not normalized:
+        raise ValueError("must not be only control characters")
+    return normalized
+
+
 def _header_text(value: str) -> str:
     if not fits_in_a_header(value):
         raise ValueError("must not contain line breaks or control characters")
@@ -66,7 +80,8 @@ Email = Annotated[
     Field(json_schema_extra={"format": "email"}),
 ]
 NoNul = AfterValidator(no_nul)
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul]
+OneLine = AfterValidator(one_line)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), NoNul, OneLine]
 # Ids are stored lower-case; a client that upper-cases one still names the same row.
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(str.lower)]
 # A display name that goes into a header (From) as it is.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from itsdangerous import URLSafeSerializer
+from itsdangerous.encoding import base64_decode
 
 from dripstone.config import load_settings
 from dripstone.delivery.signing import (
@@ -122,3 +127,32 @@ def test_any_click_round_trips(delivery_id: int, html_id: int, path: str) -> Non
     target = "https://shop.example.com/" + path
     token = tokens.click_token(delivery_id, html_id, target)
     assert tokens.verify_click(token) == Click(delivery_id, html_id, target)
+
+
+def _payload(token: str) -> object:
+    return json.loads(base64_decode(token.split(".")[0]))
+
+
+def test_tokens_do_not_reveal_the_delivery_id(tokens: TrackingTokens) -> None:
+    ids = range(1000, 1010)
+    shown = [_payload(tokens.open_token(i)) for i in ids]
+    shown += [_payload(tokens.unsubscribe_token(i)) for i in ids]
+    shown += [_payload(tokens.click_token(i, 1, "https://x.test/"))[0] for i in ids]  # type: ignore[index]
+    assert not set(shown) & set(ids)
+    numbers = sorted({n for n in shown if isinstance(n, int)})  # one per delivery
+    assert len(numbers) == 10
+    assert all(b - a > 1000 for a, b in itertools.pairwise(numbers)), "no visible sequence"
+
+
+def test_links_in_messages_sent_before_opaque_ids_still_work(tokens: TrackingTokens) -> None:
+    def old(salt: str, payload: object) -> str:
+        signer = {"digest_method": hashlib.sha256}  # the format of the tokens sent so far
+        serializer = URLSafeSerializer(SECRET, f"dripstone.tracking.{salt}", signer_kwargs=signer)
+        return str(serializer.dumps(payload))
+
+    assert tokens.verify_open(old("open", 42)) == 42
+    assert tokens.verify_unsubscribe(old("unsubscribe", 42)) == 42
+    assert tokens.verify_click(old("click", [42, 3, "https://x.test/"])) == Click(
+        42, 3, "https://x.test/"
+    )
+    assert tokens.verify_open(old("unsubscribe", 42)) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from jinja2.exceptions import SecurityError
 
@@ -151,3 +153,102 @@ def test_check_templates_refuses_a_subject_of_several_lines() -> None:
     assert check_templates("Hello\nBcc: everyone@example.com", None, "x") == [
         "subject: must be a single line"
     ]
+
+
+# --- the limits of one render -------------------------------------------------------------------
+
+BOMBS = [
+    pytest.param("{{ 'a' * 10**8 }}", "characters", id="string-repetition"),
+    pytest.param("{{ ['a' * 1000] * 100000 }}", "characters", id="list-of-long-strings"),
+    pytest.param("{{ 9**(9**9) }}", "bits", id="power"),
+    pytest.param("{{ (10**3000) * (10**3000) }}", "bits", id="product"),
+    pytest.param(
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+        "loops",
+        id="nested-loops",
+    ),
+    pytest.param(
+        "{% set ns = namespace(s='ab') %}{% for i in range(30) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s|length }}",
+        "characters",
+        id="doubling-concatenation",
+    ),
+    pytest.param(
+        "{% set ns = namespace(s='ab') %}{% for i in range(30) %}{% set ns.s = ns.s + ns.s %}"
+        "{% endfor %}{{ ns.s|length }}",
+        "characters",
+        id="doubling-addition",
+    ),
+    pytest.param("{{ 'a'|center(10**9) }}", "characters", id="center-filter"),
+    pytest.param("{{ 'a'.rjust(10**9) }}", "characters", id="rjust-method"),
+    pytest.param("{{ '{:>999999999}'.format(1) }}", "characters", id="format-width"),
+    pytest.param("{{ '%999999999d' % 1 }}", "characters", id="percent-width"),
+    pytest.param("{{ 'x'|indent(10**9, true) }}", "characters", id="indent-filter"),
+    pytest.param("{{ range(100000)|join('x' * 1000) }}", "characters", id="join-filter"),
+    pytest.param("{{ ('a' * 5000)|replace('a', 'b' * 5000) }}", "characters", id="replace"),
+    pytest.param("{{ lipsum(10**6) }}", "characters", id="lipsum"),
+    pytest.param(
+        "{% macro m() %}{% for i in range(10000) %}" + "x" * 2000 + "{% endfor %}{% endmacro %}"
+        "{% set page = m() %}{{ page|length }}",
+        "characters",
+        id="static-text-in-a-loop",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bomb", "limit"), BOMBS)
+def test_a_template_bomb_is_refused_at_save_at_once_naming_the_part(bomb: str, limit: str) -> None:
+    check_templates("Hello", "<p>warm-up</p>", None)  # imports and first compiles
+    started = time.monotonic()
+    errors = check_templates("Hello", f"<p>{bomb}</p>", None)
+    elapsed = time.monotonic() - started
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("html_part line 1: "), errors
+    assert limit in errors[0]
+    assert elapsed < 1, f"took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("part", [SUBJECT, TEXT_PART])
+def test_every_part_is_bounded(part: str) -> None:
+    subject = "{{ 'a' * 10**8 }}" if part == SUBJECT else "Hello"
+    text = "{{ 'a' * 10**8 }}" if part == TEXT_PART else None
+    (error,) = check_templates(subject, "<p>Hi</p>", text)
+    assert error.startswith(f"{part} line 1: ")
+
+
+def test_a_render_past_the_limits_fails_whatever_passed_at_save() -> None:
+    source = "{{ 'a' * (custom.size | default(0) | int) }}"
+    assert check_templates("Hello", None, source) == []
+    huge = Recipient(email="jane@example.com", custom={"size": str(10**8)})
+    with pytest.raises(SecurityError, match="10,000,000 characters"):
+        render(TEXT_PART, source, huge)
+    small = Recipient(email="jane@example.com", custom={"size": "3"})
+    assert render(TEXT_PART, source, small) == "aaa"
+
+
+def test_each_render_has_its_own_budget() -> None:
+    template = compile_part(TEXT_PART, "{{ 'a' * 4000000 }}")  # built, then written: 8,000,000
+    for _ in range(3):  # each render alone fits; together they would not
+        assert len(template.render()) == 4_000_000
+
+
+def test_ordinary_templates_fit_well_within_the_limits() -> None:
+    source = (
+        "{% for key, value in custom | dictsort %}{{ key }}={{ value }};{% endfor %}"
+        "{% for i in range(1000) %}{{ loop.index }}{% endfor %}"
+        "{{ (first_name ~ ' ' ~ last_name) | upper | center(30) }}"
+        "{{ '%.2f' % (19.99 * 3) }} {{ '{:>6}'.format(42) }} {{ 2**64 }} "
+        "{{ ['a', 'b'] | join(', ') }} {{ 'x' * 3 }} {{ [1, 2] + [3] }} "
+        "{{ lipsum(1) | length > 0 }}"
+    )
+    assert check_templates("Hello {{ first_name }}", None, source) == []
+    out = render(TEXT_PART, source)
+    assert out.startswith("Favorite color=teal;plan=Gold;123")
+    assert out.endswith(
+        "JANE DOE           59.97     42 18446744073709551616 a, b xxx [1, 2, 3] True"
+    )
+
+
+def test_a_number_literal_too_long_for_python_is_an_error_naming_the_part() -> None:
+    (error,) = check_templates("Hello", "<p>{{ 1" + "0" * 5000 + " }}</p>", None)
+    assert error.startswith("html_part")

@@ -680,7 +680,7 @@ def test_list_search_ignores_case(
     assert listed(api, search="E") == ["Re-engage 2024", "Welcome series"]
 
 
-@pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}"])
+@pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}", "(W)\\1", "W(?=in)"])
 def test_a_bad_search_regex_is_400_naming_search(
     api: Api, news: str, mailing: str, pattern: str
 ) -> None:
@@ -1044,3 +1044,25 @@ def test_create_and_start_with_an_idempotency_key_happen_once(
     assert ok(api.post(path, headers={"Idempotency-Key": "start-1"})) == started
     assert_error(api.post(path, headers={"Idempotency-Key": "start-2"}), 422, field="state")
     assert len(report(api, campaign)["enrollments"]) == 2
+
+
+def test_a_graph_too_long_is_refused_in_characters(api: Api, news: str) -> None:
+    text = json.dumps({"nodes": [], "edges": [], "pad": "x" * 1_000_000})
+    body = {
+        "drip_campaign": {
+            "name": "Huge",
+            "subscription_list_id": news,
+            "drip_campaign_nodes": text,
+        }
+    }
+    answer = api.post("/drip_campaigns", body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == (
+        "drip_campaign.drip_campaign_nodes: must be at most 1,000,000 characters, "
+        f"got {len(text):,}"
+    )
+
+
+def test_line_breaks_in_a_campaign_name_become_spaces(api: Api, news: str, mailing: str) -> None:
+    create(api, news, simple(mailing), name="Welcome\r\nseries")
+    assert listed(api) == ["Welcome series"]

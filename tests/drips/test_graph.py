@@ -923,3 +923,18 @@ def test_relocate_rejects_a_node_the_old_graph_lacks() -> None:
     graph = parse(*simple())
     with pytest.raises(KeyError):
         relocate(graph, graph, "ghost")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"nodes": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        (
+            '{"nodes": [], "edges": [], "x": ' + "9" * 5000 + "}",
+            "holds an integer longer than 4,300 digits",
+        ),
+    ],
+)
+def test_json_python_cannot_read_says_why(text: str, message: str) -> None:
+    with pytest.raises(GraphError, match=rf"^\$: {message}$"):
+        parse_graph(text)

@@ -448,3 +448,34 @@ def test_user_data_cannot_inject_headers(
     mal = to(smtp_server.messages, "mal@example.com")
     assert len(mal) == 1
     assert mal[0]["Subject"] == "Hello Mal Bcc: victim@example.net"
+
+
+def test_a_render_past_the_limits_fails_that_delivery_with_the_reason_and_the_rest_go(
+    api: Api,
+    news: str,
+    database: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    # Passes the save-time check (its sample recipients have no `size`); one subscriber's
+    # data would make a 20 MB message.
+    add_subscribers(
+        api, news, [{"email": "huge@example.com", "custom_fields": [{"size": "20000000"}]}]
+    )
+    html = "<p>Hi {{ 'a' * (custom.size | default(0) | int) }}</p>"
+    started = send(api, make_mailing(api, "Hello", html_part=html), news)
+    settle(run_tick, manual_clock)
+
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "alex@example.com",
+        "blake@example.com",
+        "casey@example.com",
+    ]
+    huge = next(d for d in deliveries(database) if d.email == "huge@example.com")
+    assert huge.status == "failed"
+    assert huge.smtp_reply == (
+        "html_part line 1: the template builds more than 10,000,000 characters in one render"
+    )
+    record = job(api, started["jid"])
+    assert (record["state"], record["done"], record["failed"]) == ("succeeded", 4, 1)

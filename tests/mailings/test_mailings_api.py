@@ -1496,3 +1496,21 @@ def test_another_account_cannot_cancel_a_schedule(
     assert_error(api.delete(f"/campaign_mailing_schedules/{data['jid']}"), 404, code="not_found")
     assert job(other_api, data["jid"])["state"] == "queued"
     assert sends(other_api)[0]["attributes"]["state"] == "scheduled"
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        pytest.param("(a)\\1", id="backreference"),
+        pytest.param("Spring(?= sale)", id="lookahead"),
+        pytest.param("(?<!x)Spring", id="lookbehind"),
+    ],
+)
+def test_a_pattern_linear_time_matching_cannot_express_is_400_naming_search(
+    api: Api, search: str
+) -> None:
+    make_mailing(api, "Spring sale")
+    body = assert_error(
+        api.get("/campaign_mailings", params={"search": search}), 400, field="search"
+    )
+    assert body["error"].startswith("search: not a valid regular expression")

@@ -465,3 +465,31 @@ def test_unknown_routes_and_methods_answer_the_envelope(
     api: Api, method: str, path: str, status: int
 ) -> None:
     assert_error(api.request(method, path), status)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_a_custom_field_value_that_is_not_a_finite_number_is_refused_naming_it(
+    api: Api, database: db.Database, literal: str
+) -> None:
+    body = '{"subscriber": {"email": "ann@example.com", "custom_fields": [{"score": %s}]}}'
+    response = api.post(
+        "/subscribers", content=body % literal, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, field="subscriber.custom_fields[0].score")
+    assert subscriber_total(database) == 0
+
+
+def test_line_breaks_and_control_characters_in_names_become_spaces(api: Api) -> None:
+    created = add_subscriber(
+        api, "ann@example.com", first_name="Ann\r\nBcc: x@example.net", last_name="Lee\t\x0bJr\x7f"
+    )
+    attributes = detail(api, created["id"])["attributes"]
+    assert (attributes["first_name"], attributes["last_name"]) == (
+        "Ann Bcc: x@example.net",
+        "Lee Jr",
+    )
+    list_id = ok(api.post("/subscription_lists", {"name": "News\r\nletter\n"}))["id"]
+    lists = ok(api.get("/subscription_lists"))
+    assert [item["attributes"]["name"] for item in lists if item["id"] == list_id] == [
+        "News letter"
+    ]

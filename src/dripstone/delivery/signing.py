@@ -12,6 +12,13 @@ over compact JSON, each purpose with its own salt, so a token of one purpose nev
 another. They do not expire: an email is clicked years after it was sent. A click token
 carries its target URL, so the redirect needs no database and cannot be pointed elsewhere.
 
+The delivery id in a token is scrambled by a keyed permutation of 64-bit numbers (a
+four-round Feistel network over HMAC-SHA256, key derived from the secret key): ids are
+sequential across all accounts, and a readable one would tell anyone with two emails how
+many messages the installation sends. Unscrambling gives the id back, so tracking still
+looks deliveries up by primary key. Tokens made before the scrambling (their own salts)
+still verify: links in messages already sent keep working.
+
 Public interface:
     TrackingTokens(secret_key, public_url) / TrackingTokens.from_settings(settings)
       .click_url(delivery_id, html_id, target_url) -> str   .verify_click(token) -> Click | None
@@ -47,6 +54,11 @@ UNSUBSCRIBE_ROUTE = UNSUBSCRIBE_PREFIX + "{token}"
 _CLICK_SALT = "dripstone.tracking.click"
 _OPEN_SALT = "dripstone.tracking.open"
 _UNSUBSCRIBE_SALT = "dripstone.tracking.unsubscribe"
+_OPAQUE = ".opaque"  # salt suffix of the tokens whose delivery id is scrambled
+_ID_KEY_SALT = b"dripstone.tracking.delivery-id"
+_HALF = 32
+_HALF_MASK = (1 << _HALF) - 1
+_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +135,65 @@ def _is_id(value: object) -> bool:
     return type(value) is int and value > 0
 
 
+class _IdScrambler:
+    """A keyed permutation of the numbers 0 .. 2**64-1 (a balanced Feistel network)."""
+
+    def __init__(self, secret_key: str) -> None:
+        key = hmac.digest(secret_key.encode(), _ID_KEY_SALT, "sha256")
+        self._keys = [hmac.digest(key, bytes([n]), "sha256") for n in range(_ROUNDS)]
+
+    def _round(self, n: int, half: int) -> int:
+        digest = hmac.digest(self._keys[n], half.to_bytes(4, "big"), "sha256")
+        return int.from_bytes(digest[:4], "big")
+
+    def scramble(self, value: Any) -> Any:
+        """`value` scrambled when it is a 64-bit id; anything else unchanged (never valid)."""
+        if type(value) is not int or not 0 <= value < 1 << (2 * _HALF):
+            return value
+        left, right = value >> _HALF, value & _HALF_MASK
+        for n in range(_ROUNDS):
+            left, right = right, left ^ self._round(n, right)
+        return (left << _HALF) | right
+
+    def unscramble(self, value: Any) -> Any:
+        if type(value) is not int or not 0 <= value < 1 << (2 * _HALF):
+            return None
+        left, right = value >> _HALF, value & _HALF_MASK
+        for n in reversed(range(_ROUNDS)):
+            left, right = right ^ self._round(n, left), left
+        return (left << _HALF) | right
+
+
 class TrackingTokens:
     """Makes and verifies the signed tokens and URLs of one Dripstone installation."""
 
     def __init__(self, secret_key: str, public_url: str) -> None:
         self.public_url = public_url.rstrip("/")
-        self._click = _TokenSerializer(secret_key, _CLICK_SALT)
-        self._open = _TokenSerializer(secret_key, _OPEN_SALT)
-        self._unsubscribe = _TokenSerializer(secret_key, _UNSUBSCRIBE_SALT)
+        self._ids = _IdScrambler(secret_key)
+        self._click = _TokenSerializer(secret_key, _CLICK_SALT + _OPAQUE)
+        self._open = _TokenSerializer(secret_key, _OPEN_SALT + _OPAQUE)
+        self._unsubscribe = _TokenSerializer(secret_key, _UNSUBSCRIBE_SALT + _OPAQUE)
+        self._old_click = _TokenSerializer(secret_key, _CLICK_SALT)
+        self._old_open = _TokenSerializer(secret_key, _OPEN_SALT)
+        self._old_unsubscribe = _TokenSerializer(secret_key, _UNSUBSCRIBE_SALT)
+        self._last: tuple[int, Any] = (0, self._ids.scramble(0))  # one message, many links
+
+    def _scrambled(self, delivery_id: int) -> Any:
+        last_id, last = self._last
+        if type(delivery_id) is int and delivery_id == last_id:
+            return last
+        scrambled = self._ids.scramble(delivery_id)
+        if type(delivery_id) is int:
+            self._last = (delivery_id, scrambled)
+        return scrambled
+
+    def _payload(self, opaque: _TokenSerializer, old: _TokenSerializer, token: str) -> Any:
+        value = _loads(opaque, token)
+        if value is None:
+            return _loads(old, token)
+        if isinstance(value, list) and value:
+            return [self._ids.unscramble(value[0]), *value[1:]]
+        return self._ids.unscramble(value)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackingTokens:
@@ -138,13 +201,13 @@ class TrackingTokens:
         return cls(settings.resolved_secret_key, settings.public_url)
 
     def click_token(self, delivery_id: int, html_id: int, target_url: str) -> str:
-        return self._click.dumps([delivery_id, html_id, target_url])
+        return self._click.dumps([self._scrambled(delivery_id), html_id, target_url])
 
     def open_token(self, delivery_id: int) -> str:
-        return self._open.dumps(delivery_id)
+        return self._open.dumps(self._scrambled(delivery_id))
 
     def unsubscribe_token(self, delivery_id: int) -> str:
-        return self._unsubscribe.dumps(delivery_id)
+        return self._unsubscribe.dumps(self._scrambled(delivery_id))
 
     def click_url(self, delivery_id: int, html_id: int, target_url: str) -> str:
         """The URL that records a click on link `html_id` and redirects to `target_url`."""
@@ -160,7 +223,7 @@ class TrackingTokens:
 
     def verify_click(self, token: str) -> Click | None:
         """The click a token stands for, or None if it is not a genuine click token."""
-        value = _loads(self._click, token)
+        value = self._payload(self._click, self._old_click, token)
         if not (isinstance(value, list) and len(value) == 3):
             return None
         delivery_id, html_id, target_url = value
@@ -174,12 +237,12 @@ class TrackingTokens:
 
     def verify_open(self, token: str) -> int | None:
         """The delivery an open token stands for, or None."""
-        value = _loads(self._open, token)
+        value = self._payload(self._open, self._old_open, token)
         return value if _is_id(value) else None
 
     def verify_unsubscribe(self, token: str) -> int | None:
         """The delivery an unsubscribe token stands for, or None."""
-        value = _loads(self._unsubscribe, token)
+        value = self._payload(self._unsubscribe, self._old_unsubscribe, token)
         return value if _is_id(value) else None
 
 

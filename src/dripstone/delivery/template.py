@@ -42,6 +42,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from dripstone.delivery.bounds import BoundedSandbox
+
 SUBJECT = "subject"
 HTML_PART = "html_part"
 TEXT_PART = "text_part"
@@ -143,7 +145,7 @@ def _blank_none(value: Any) -> Any:
 def _environment(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
     # Immutable: a template must not be able to change the recipient's `custom` mapping,
     # which the caller may share between recipients.
-    environment = ImmutableSandboxedEnvironment(
+    environment = BoundedSandbox(
         autoescape=autoescape,
         undefined=_BlankUndefined,
         keep_trailing_newline=True,
@@ -153,6 +155,7 @@ def _environment(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
     )
     environment.filters["default"] = _default
     environment.filters["d"] = _default
+    environment.bound_filters()
     return environment
 
 
@@ -180,6 +183,8 @@ def compile_part(part: str, source: str) -> Template:
         tree = environment.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(part, exc.message or "syntax error", exc.lineno) from None
+    except ValueError:  # Python refuses to read integers of more than 4,300 digits
+        raise TemplateError(part, "a number in the template is too long") from None
     reserved = sorted(
         {node.name for node in tree.find_all(nodes.Name) if node.name.startswith(RESERVED_PREFIX)}
     )

@@ -9,17 +9,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import (
-    INVALID_REGULAR_EXPRESSION,
     AccountScope,
     RowLock,
     locked,
     matches_regex,
     ordering,
+    searched,
 )
 from dripstone.delivery import dispatcher
 from dripstone.delivery.template import check_templates
@@ -35,7 +34,7 @@ from dripstone.drips.models import (
     DripState,
     EnrollmentState,
 )
-from dripstone.errors import BadRequest, Invalid, NotFound
+from dripstone.errors import Invalid, NotFound
 from dripstone.mailings import service as mailings
 from dripstone.mailings.models import CampaignMailing
 from dripstone.references import InUse
@@ -237,14 +236,8 @@ def list_campaigns(
     stmt = scope.select(DripCampaign).where(DripCampaign.deleted_at.is_(None))
     if search:
         stmt = stmt.where(matches_regex(scope.session, DripCampaign.name, search))
-    direction = ordering(ORDERABLE[order_by], DripCampaign.id, order)
-    try:
-        with scope.session.begin_nested():
-            return list(scope.session.scalars(stmt.order_by(*direction)))
-    except DataError as exc:
-        if getattr(exc.orig, "sqlstate", None) != INVALID_REGULAR_EXPRESSION:
-            raise
-        raise BadRequest("search: not a valid regular expression", field="search") from None
+    stmt = stmt.order_by(*ordering(ORDERABLE[order_by], DripCampaign.id, order))
+    return searched(scope.session, stmt) if search else list(scope.session.scalars(stmt))
 
 
 def delete_campaign(scope: AccountScope, campaign: DripCampaign) -> None:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, Literal, NoReturn, TypeAlias, TypeGuard, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dripstone.jsontext import unreadable
 from dripstone.wire import is_uuid
 
 NodeKind: TypeAlias = Literal[
@@ -307,8 +308,8 @@ def parse_graph(text: str) -> Graph:
     """
     try:
         document = json.loads(text)
-    except (ValueError, RecursionError):
-        _fail("$", "not valid JSON")
+    except (ValueError, RecursionError) as exc:
+        _fail("$", unreadable(exc))
     if not isinstance(document, dict):
         _fail("$", "must be a JSON object with `nodes` and `edges`")
     raw_nodes = document.get("nodes")

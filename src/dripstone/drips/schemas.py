@@ -6,9 +6,9 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 
-from dripstone.wire import NoNul, Strict, Uuid
+from dripstone.wire import NoNul, OneLine, Strict, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
 
@@ -20,11 +20,16 @@ def _graph_text(value: Any) -> Any:
     return value
 
 
-GraphText = Annotated[
-    str, BeforeValidator(_graph_text), StringConstraints(max_length=MAX_GRAPH_LENGTH), NoNul
-]
+def _graph_length(value: str) -> str:
+    if len(value) > MAX_GRAPH_LENGTH:
+        raise ValueError(f"must be at most {MAX_GRAPH_LENGTH:,} characters, got {len(value):,}")
+    return value
+
+
+# The length is checked by hand: after a BeforeValidator Pydantic counts it in "items".
+GraphText = Annotated[str, BeforeValidator(_graph_text), AfterValidator(_graph_length), NoNul]
 CampaignName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul, OneLine
 ]
 Trigger = Literal["existing", "subscription", "both"]
 

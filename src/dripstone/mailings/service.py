@@ -9,17 +9,16 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import and_, case, delete, func, insert, literal, select, update
-from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import (
-    INVALID_REGULAR_EXPRESSION,
     AccountScope,
     UTCDateTime,
     locked,
     matches_regex,
     ordering,
+    searched,
 )
 from dripstone.delivery import audience, outcomes, pipeline
 from dripstone.delivery import models as delivery_models
@@ -29,7 +28,7 @@ from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError, check_templates
-from dripstone.errors import BadRequest, Invalid, NotFound
+from dripstone.errors import Invalid, NotFound
 from dripstone.jobs.models import Job, JobState
 from dripstone.jobs.service import (
     ACTIVE_STATES,
@@ -94,14 +93,7 @@ def list_mailings(
     stmt = stmt.order_by(*ordering(column, CampaignMailing.id, order))
     if paginate:
         stmt = stmt.limit(items).offset((page - 1) * items)
-    try:
-        with scope.session.begin_nested():
-            mailings = list(scope.session.scalars(stmt))
-    except DataError as exc:
-        if getattr(exc.orig, "sqlstate", None) != INVALID_REGULAR_EXPRESSION:
-            raise
-        # PostgreSQL's regex dialect refused a pattern Python's accepted.
-        raise BadRequest("search: not a valid regular expression", field="search") from None
+    mailings = searched(scope.session, stmt) if search else list(scope.session.scalars(stmt))
     counts = mailing_counts(scope.session, [m.id for m in mailings])
     return [(m, _list_attributes(m, counts.get(m.id, {}))) for m in mailings]
 

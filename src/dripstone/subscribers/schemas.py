@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
@@ -17,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from dripstone.wire import Email, Name, NoNul, Strict, Uuid
+from dripstone.wire import Email, Name, NoNul, OneLine, Strict, Uuid
 
 MAX_BULK_ROWS = 10_000
 MAX_FILTER_TERMS = 500  # keeps SQLite under its expression depth limit of 1000
@@ -37,6 +38,8 @@ def normalize_phone(value: str) -> str:
 def _custom_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number, not NaN or Infinity")
     if isinstance(value, int | float | str):
         return str(value)
     raise ValueError("custom field values must be strings, numbers or booleans")
@@ -51,7 +54,7 @@ CustomValue = Annotated[
 ]
 CustomFields = Annotated[list[dict[FieldName, CustomValue]], Field(max_length=200)]
 ListName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul, OneLine
 ]
 
 

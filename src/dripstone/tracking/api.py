@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dripstone.delivery import pipeline
 from dripstone.delivery.signing import CLICK_ROUTE, OPEN_ROUTE, UNSUBSCRIBE_ROUTE
-from dripstone.errors import NotFound
 from dripstone.http import WriteSession
 from dripstone.tracking import service
 
@@ -22,22 +21,23 @@ router = APIRouter(tags=["recipients"], include_in_schema=False)
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+PREFIX = "/t/"  # every recipient-facing path starts with it
 
 
 @router.get(OPEN_ROUTE)
 def open_pixel(token: str, session: WriteSession) -> Response:
     """A 1x1 transparent GIF; records an open."""
     if not service.record_open(session, pipeline.pipeline().tokens, token):
-        raise NotFound("no such message", field="token")
+        return not_found_page()
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
 @router.get(CLICK_ROUTE)
-def click(token: str, session: WriteSession) -> RedirectResponse:
+def click(token: str, session: WriteSession) -> Response:
     """Records the click, then redirects to the link's own address."""
     target = service.record_click(session, pipeline.pipeline().tokens, token)
     if target is None:
-        raise NotFound("no such link", field="token")
+        return not_found_page()
     return RedirectResponse(target, status_code=302, headers=NO_STORE)
 
 
@@ -53,12 +53,21 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=NO_STORE)
 
 
+def not_found_page() -> HTMLResponse:
+    """What a recipient sees for a link that is mistyped, cut short or not from us."""
+    return _page(
+        "Link not found",
+        "<p>This link is not valid. If you copied it from an email, check that it is whole.</p>",
+        status=404,
+    )
+
+
 @router.get(UNSUBSCRIBE_ROUTE)
 def unsubscribe_page(token: str, session: WriteSession) -> HTMLResponse:
     """A confirmation page; nothing changes until its button is pressed (link scanners GET)."""
     target = service.unsubscribe_target(session, pipeline.pipeline().tokens, token)
     if target is None:
-        raise NotFound("no such message", field="token")
+        return not_found_page()
     what = f"the list “{escape(target.list_name)}”" if target.list_name else "all our emails"
     return _page(
         "Unsubscribe",
@@ -72,7 +81,7 @@ def unsubscribe(token: str, session: WriteSession) -> HTMLResponse:
     """Unsubscribes at once: the page's button, and RFC 8058 one-click from the mail client."""
     target = service.unsubscribe_target(session, pipeline.pipeline().tokens, token)
     if target is None:
-        raise NotFound("no such message", field="token")
+        return not_found_page()
     service.unsubscribe(session, target)
     what = f"the list “{escape(target.list_name)}”" if target.list_name else "all our emails"
     return _page(
