@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dripstone.delivery.checks import check_templates
 from dripstone.delivery.footer import (
     DEFAULT_FOOTER,
     FOOTER_END,
@@ -12,7 +13,7 @@ from dripstone.delivery.footer import (
     with_unsubscribe_footer,
     without_unsubscribe_footer,
 )
-from dripstone.delivery.template import TemplateError, check_templates
+from dripstone.delivery.template import TemplateError
 
 PAGE = """<!DOCTYPE html>
 <html>

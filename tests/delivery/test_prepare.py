@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import lxml.html
 import pytest
 
+from dripstone.delivery.checks import check_templates
 from dripstone.delivery.footer import with_unsubscribe_footer
 from dripstone.delivery.prepare import UNSIGNED_UNSUBSCRIBE_URL, PreparedMailing
 from dripstone.delivery.signing import Click, TrackingTokens
-from dripstone.delivery.template import Recipient, TemplateError, check_templates
+from dripstone.delivery.template import Recipient, TemplateError
 from tests.delivery.conftest import PUBLIC_URL
 
 LINKS_PAGE = """<!DOCTYPE html>

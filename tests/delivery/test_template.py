@@ -7,13 +7,13 @@ import time
 import pytest
 from jinja2.exceptions import SecurityError
 
+from dripstone.delivery.checks import check_templates
 from dripstone.delivery.template import (
     HTML_PART,
     SUBJECT,
     TEXT_PART,
     Recipient,
     TemplateError,
-    check_templates,
     compile_part,
 )
 

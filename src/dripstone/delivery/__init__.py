@@ -3,7 +3,7 @@
 Pure building blocks first, with no database and no HTTP, then the rows and the dispatchers
 that send them. One message goes:
 
-    at save time    errors = template.check_templates(subject, html, text)  # refuse if any
+    at save time    errors = checks.check_templates(subject, html, text)  # refuse if any
                     html = footer.with_unsubscribe_footer(html)  # on every save, never stacks
     once per send   tokens = signing.TrackingTokens.from_settings(settings)
                     prepared = prepare.PreparedMailing(subject=, html=, text=, tokens=)
@@ -18,7 +18,8 @@ that send them. One message goes:
 
 Modules:
     signing       signed click / open / unsubscribe tokens and their public URLs
-    template      merge tags: the Jinja2 sandbox, Recipient, check_templates
+    template      merge tags: the Jinja2 sandbox with its bounds, Recipient
+    checks        check_templates: a mailing's templates checked at save, as a send renders
     placeholders  hides merge tags from the HTML tools and restores them
     footer        the unsubscribe footer (never stacked) and text derived from HTML
     prepare       PreparedMailing (once per send) -> RenderedMessage (per recipient)

@@ -72,7 +72,7 @@ class Recipient:
 
 
 # Used by check_templates to render each part once with blank and once with filled fields.
-_SAMPLE_RECIPIENTS = (
+SAMPLE_RECIPIENTS = (
     Recipient(email="someone@example.com"),
     Recipient(
         email="alex@example.com",
@@ -207,50 +207,3 @@ def _template_line(traceback: TracebackType | None) -> int | None:
             line = traceback.tb_lineno
         traceback = traceback.tb_next
     return line
-
-
-def check_templates(subject: str, html: str | None, text: str | None) -> list[str]:
-    """Everything that would stop these templates from rendering, one readable line each.
-
-    Each part is compiled, then rendered once with blank and once with filled merge fields,
-    so errors that only show at render time (calling an unknown function, a refused
-    attribute) are caught when the mailing is saved rather than when it is sent; then the
-    whole mailing is prepared and rendered as a send would do it.
-    """
-    errors: list[str] = []
-    if len(subject.splitlines()) > 1:
-        errors.append(f"{SUBJECT}: must be a single line")
-    for part, source in ((SUBJECT, subject), (HTML_PART, html), (TEXT_PART, text)):
-        if source is None:
-            continue
-        try:
-            template = compile_part(part, source)
-            for recipient in _SAMPLE_RECIPIENTS:
-                try:
-                    template.render(
-                        recipient.merge_fields(), unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL
-                    )
-                except Exception as exc:  # any failure here would fail the send
-                    raise render_error(part, exc) from exc
-        except TemplateError as exc:
-            errors.append(str(exc))
-    if not errors and (html is not None or text is not None):
-        errors.extend(_dry_run(subject, html, text))
-    return errors
-
-
-def _dry_run(subject: str, html: str | None, text: str | None) -> list[str]:
-    """Prepare and render the mailing as a send would, with throwaway keys."""
-    # Imported here because prepare builds on this module. The HTML processing (link
-    # rewriting, CSS inlining) is checked at save time too, so nothing fails first at send.
-    from dripstone.delivery.prepare import PreparedMailing
-    from dripstone.delivery.signing import TrackingTokens
-
-    tokens = TrackingTokens("dry-run-" + "x" * 32, "https://example.invalid")
-    try:
-        prepared = PreparedMailing(subject=subject, html=html, text=text, tokens=tokens)
-        for recipient in _SAMPLE_RECIPIENTS:
-            prepared.render(recipient, 1)
-    except TemplateError as exc:
-        return [str(exc)]
-    return []

@@ -21,7 +21,7 @@ from dripstone.db import (
     searched,
 )
 from dripstone.delivery import dispatcher
-from dripstone.delivery.template import check_templates
+from dripstone.delivery.checks import check_templates
 from dripstone.drips.graph import (
     Graph,
     GraphError,

@@ -22,12 +22,13 @@ from dripstone.db import (
 )
 from dripstone.delivery import audience, outcomes, pipeline
 from dripstone.delivery import models as delivery_models
+from dripstone.delivery.checks import check_templates
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Delivery, DeliveryStatus
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
-from dripstone.delivery.template import TemplateError, check_templates
+from dripstone.delivery.template import TemplateError
 from dripstone.errors import Invalid, NotFound
 from dripstone.jobs.models import Job, JobState
 from dripstone.jobs.service import (
