@@ -31,6 +31,14 @@ BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (real processes, fuzzing) first, each backend's in their usual order:
+    with xdist the workers share them out at the start instead of one worker running the
+    last of them alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _postgres_schema_url(schema: str) -> str:
     separator = "&" if "?" in POSTGRES_URL else "?"
     return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"

@@ -31,7 +31,7 @@ from tests.drips.helpers import chain, node
 from tests.mailings.helpers import parsed
 from tests.processes import Processes, queue_url, wait_until
 
-SUBSCRIBERS = 2000
+SUBSCRIBERS = 1000
 DELAY_SECONDS = 3
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         "DRIPSTONE_SECRET_KEY": SECRET,
         "DRIPSTONE_SMTP_URL": smtp_server.url,
         "DRIPSTONE_SMTP_MAX_PER_SECOND": "1000",
-        "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
+        "DRIPSTONE_DELIVERY_BATCH_SIZE": "25",
         "DRIPSTONE_DELIVERY_CLAIM_SECONDS": "5",
     }
     processes = Processes(env, tmp_path)

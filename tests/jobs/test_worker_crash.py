@@ -25,8 +25,8 @@ from dripstone.subscribers.models import Subscriber
 from tests.conftest import SECRET
 from tests.processes import Processes, queue_url, wait_until
 
-SUBSCRIBERS = 20_000
-BATCH = 100
+SUBSCRIBERS = 4000
+BATCH = 20
 
 pytestmark = pytest.mark.slow
 
