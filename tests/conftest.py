@@ -13,20 +13,32 @@ from typing import Any
 import httpx2
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from dripstone import clock, db, migrations
 from dripstone.accounts import service as accounts
-from dripstone.app import create_app
+from dripstone.app import configure_runtime, create_app
 from dripstone.config import Settings, load_settings
 from dripstone.db import Base
 from dripstone.jobs.queue import run_tasks_inline
+from tests.delivery.smtp_server import shared_smtp_server
+
+__all__ = ["shared_smtp_server"]
 
 POSTGRES_URL = os.environ.get("DRIPSTONE_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("DRIPSTONE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (real processes, fuzzing) first, each backend's in their usual order:
+    with xdist the workers share them out at the start instead of one worker running the
+    last of them alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _postgres_schema_url(schema: str) -> str:
@@ -105,10 +117,31 @@ def backends_waiting_for_locks(database: db.Database) -> int:
     return int(found or 0)
 
 
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    """The app built once per session (per xdist worker): building it is most of a short
+    test's set-up. Each test points the process at its own database, queue, data dir and
+    transport with `configure_runtime`."""
+    return create_app(
+        load_settings(
+            data_dir=tmp_path_factory.mktemp("shared-app"), queue_url="memory://", secret_key=SECRET
+        )
+    )
+
+
+def app_for(settings: Settings, shared_app: FastAPI) -> FastAPI:
+    """The session's app, unless `settings` change what `create_app` builds into the app
+    itself (the body limit's middleware): then an app of their own."""
+    if settings.max_body_bytes != Settings.model_fields["max_body_bytes"].default:
+        return create_app(settings)
+    configure_runtime(settings)
+    return shared_app
+
+
 @pytest.fixture
-def client(settings: Settings, database: db.Database) -> Iterator[TestClient]:
+def client(settings: Settings, database: db.Database, shared_app: FastAPI) -> Iterator[TestClient]:
     """The API in-process; background jobs run inline, right after the request commits."""
-    app = create_app(settings)
+    app = app_for(settings, shared_app)
     run_tasks_inline()
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

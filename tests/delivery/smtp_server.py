@@ -5,6 +5,7 @@ It records every message it accepts, answers chosen recipients with a chosen rep
 can require STARTTLS and AUTH (certificates from trustme). Reusable by any test module:
 
     from tests.delivery.smtp_server import SmtpTestServer, smtp_server  # the fixture
+    # (it needs `shared_smtp_server`, which tests/conftest.py provides to every test)
 
     def test_x(smtp_server: SmtpTestServer) -> None:
         transport = SmtpTransport(SmtpServer.parse(smtp_server.url))
@@ -157,6 +158,18 @@ class SmtpTestServer:
             self._controller.stop()
             self._controller = None
 
+    def reset(self) -> None:
+        """Forget earlier tests: their messages, replies, callback and connections; and run
+        again if one of them stopped the server."""
+        if self._controller is None:
+            self.start()
+        assert self._controller is not None
+        self.handler.messages = []
+        self.handler.replies = {}
+        self.handler.on_message = None
+        self.authenticated = []
+        self._connections_before = self._controller.connections
+
     def restart(self) -> None:
         """Stop (dropping every open connection) and start again on the same port."""
         self.stop()
@@ -190,8 +203,17 @@ class SmtpTestServer:
         self.stop()
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpTestServer]:
-    """A plain SMTP server (no TLS, no AUTH), stopped after the test."""
+@pytest.fixture(scope="session")
+def shared_smtp_server() -> Iterator[SmtpTestServer]:
+    """The session's plain SMTP server (one per xdist worker); tests take `smtp_server`."""
     with SmtpTestServer() as server:
         yield server
+
+
+@pytest.fixture
+def smtp_server(shared_smtp_server: SmtpTestServer) -> Iterator[SmtpTestServer]:
+    """A plain SMTP server (no TLS, no AUTH) that shows this test only its own messages,
+    replies and connections."""
+    shared_smtp_server.reset()
+    yield shared_smtp_server
+    shared_smtp_server.reset()

@@ -42,7 +42,7 @@ from tests.processes import (
     wait_until,
 )
 
-SUBSCRIBERS = 2000
+SUBSCRIBERS = 1000
 DELAY_SECONDS = 3
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_a_campaign_killed_mid_way_sends_every_step_once_in_order(
         "DRIPSTONE_SECRET_KEY": SECRET,
         "DRIPSTONE_SMTP_URL": smtp_server.url,
         "DRIPSTONE_SMTP_MAX_PER_SECOND": "1000",
-        "DRIPSTONE_DELIVERY_BATCH_SIZE": "50",
+        "DRIPSTONE_DELIVERY_BATCH_SIZE": "25",
     }
     processes = Processes(env, tmp_path)
     try:

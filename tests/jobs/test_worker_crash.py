@@ -24,8 +24,8 @@ from dripstone.subscribers.models import Subscriber
 from tests.conftest import SECRET
 from tests.processes import RECOVERY_SECONDS, Processes, queue_url, rate, recovery_budget
 
-SUBSCRIBERS = 20_000
-BATCH = 100
+SUBSCRIBERS = 4000
+BATCH = 20
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from email.message import EmailMessage
+from functools import lru_cache
 from typing import Any
 
 from tests.conftest import Api
@@ -68,7 +69,13 @@ def job(api: Api, jid: str) -> dict[str, Any]:
 
 
 def parsed(message: ReceivedMessage) -> EmailMessage:
-    result = email.message_from_bytes(message.data, policy=email.policy.default)
+    return _parsed(message.data)
+
+
+@lru_cache(maxsize=8192)
+def _parsed(data: bytes) -> EmailMessage:
+    # Crash tests read each of thousands of messages more than once; parsing is their cost.
+    result = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(result, EmailMessage)
     return result
 
