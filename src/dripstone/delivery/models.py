@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    literal,
+    select,
+)
+from sqlalchemy.orm import Mapped, QueryableAttribute, mapped_column
 
 from dripstone.db import AccountOwned, Base, BigIntId
 
@@ -110,3 +121,44 @@ class Suppression(AccountOwned, Base):
         BigIntId, ForeignKey("deliveries.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime]
+
+
+def due_delivery(
+    *,
+    account_id: Any,
+    kind: str,
+    campaign_mailing_id: Any,
+    email: Any,
+    tracked: bool,
+    now: datetime,
+    **links: Any,
+) -> dict[str, Any]:
+    """The columns of a new delivery, due at once: the one place a delivery's starting state
+    is set. `links` are its other columns (send_id, subscriber_id, drip_enrollment_id, …).
+    Values may be SQL expressions, for `select_due_deliveries`."""
+    return {
+        "account_id": account_id,
+        "kind": str(kind),
+        "campaign_mailing_id": campaign_mailing_id,
+        "email": email,
+        "tracked": tracked,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        **links,
+    }
+
+
+def select_due_deliveries(columns: dict[str, Any]) -> Select[Any]:
+    """A SELECT of `due_delivery` columns, for INSERT ... SELECT: plain values become typed
+    literals, SQL expressions (Subscriber.id, say) stay per row."""
+    table = Delivery.__table__
+    return select(
+        *(
+            value
+            if isinstance(value, ColumnElement | QueryableAttribute)
+            else literal(value, type_=table.c[name].type)
+            for name, value in columns.items()
+        )
+    )

@@ -31,7 +31,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import audience
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery, DeliveryStatus
+from dripstone.delivery.models import Delivery, due_delivery
 from dripstone.drips import engine
 from dripstone.drips.graph import (
     CUSTOM_FIELD_PREFIX,
@@ -499,24 +499,21 @@ def _delivery_row(
     now: datetime,
     leaves_list: int | None,
 ) -> dict[str, Any]:
-    return {
-        "account_id": campaign.account_id,
-        "kind": DeliveryKind.DRIP,
-        "campaign_mailing_id": mailing_id,
-        "subscriber_id": person.id,
-        "subscription_list_id": leaves_list,
-        "drip_enrollment_id": enrollment.id,
-        "drip_node_id": effect.node_id,
-        "subject": effect.subject,
-        "from_email": effect.from_email,
-        "from_name": effect.from_name,
-        "email": person.email,
-        "tracked": True,
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+    return due_delivery(
+        account_id=campaign.account_id,
+        kind=DeliveryKind.DRIP,
+        campaign_mailing_id=mailing_id,
+        email=person.email,
+        tracked=True,
+        now=now,
+        subscriber_id=person.id,
+        subscription_list_id=leaves_list,
+        drip_enrollment_id=enrollment.id,
+        drip_node_id=effect.node_id,
+        subject=effect.subject,
+        from_email=effect.from_email,
+        from_name=effect.from_name,
+    )
 
 
 def _act(

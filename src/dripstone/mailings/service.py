@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, case, delete, func, insert, literal, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from dripstone import clock
 from dripstone.db import (
     AccountScope,
-    UTCDateTime,
     locked,
     matches_regex,
     ordering,
@@ -25,7 +24,7 @@ from dripstone.delivery import models as delivery_models
 from dripstone.delivery.checks import check_templates
 from dripstone.delivery.footer import derive_text, with_unsubscribe_footer
 from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import Delivery, DeliveryStatus
+from dripstone.delivery.models import Delivery, DeliveryStatus, due_delivery, select_due_deliveries
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import TemplateError
@@ -289,15 +288,15 @@ def send_test_email(scope: AccountScope, mailing_id: str, to_email: str) -> None
     now = clock.now()
     scope.session.add(
         Delivery(
-            account_id=scope.account_id,
-            kind=DeliveryKind.TEST,
-            campaign_mailing_id=mailing.id,
-            subscriber_id=subscriber.id if subscriber is not None else None,
-            email=to_email,
-            tracked=False,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-            created_at=now,
+            **due_delivery(
+                account_id=scope.account_id,
+                kind=DeliveryKind.TEST,
+                campaign_mailing_id=mailing.id,
+                email=to_email,
+                tracked=False,
+                now=now,
+                subscriber_id=subscriber.id if subscriber is not None else None,
+            )
         )
     )
 
@@ -486,15 +485,15 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
     for email in send.recipient_emails:
         scope.session.add(
             Delivery(
-                account_id=scope.account_id,
-                kind=DeliveryKind.PREVIEW,
-                send_id=send.id,
-                campaign_mailing_id=send.campaign_mailing_id,
-                email=email,
-                tracked=False,
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now,
-                created_at=now,
+                **due_delivery(
+                    account_id=scope.account_id,
+                    kind=DeliveryKind.PREVIEW,
+                    campaign_mailing_id=send.campaign_mailing_id,
+                    email=email,
+                    tracked=False,
+                    now=now,
+                    send_id=send.id,
+                )
             )
         )
     return None
@@ -536,40 +535,19 @@ def _queue_batch(
     if last is None:
         send.state = SendState.SENDING
         return StepResult(done=0, failed=0, cursor=job.cursor, finished=False)
-    now = literal(clock.now(), UTCDateTime())
-    rows = select(
-        literal(scope.account_id),
-        literal(DeliveryKind.CAMPAIGN.value),
-        literal(send.id),
-        literal(send.campaign_mailing_id),
-        Subscriber.id,
-        literal(_unsubscribe_list(scope, selection)),
-        Subscriber.email,
-        literal(True),
-        literal(DeliveryStatus.PENDING),
-        literal(0),
-        now,
-        now,
-    ).where(chosen, Subscriber.id <= last)
-    scope.session.execute(
-        insert(Delivery).from_select(
-            [
-                "account_id",
-                "kind",
-                "send_id",
-                "campaign_mailing_id",
-                "subscriber_id",
-                "subscription_list_id",
-                "email",
-                "tracked",
-                "status",
-                "attempts",
-                "next_attempt_at",
-                "created_at",
-            ],
-            rows,
-        )
+    columns = due_delivery(
+        account_id=scope.account_id,
+        kind=DeliveryKind.CAMPAIGN,
+        campaign_mailing_id=send.campaign_mailing_id,
+        email=Subscriber.email,
+        tracked=True,
+        now=clock.now(),
+        send_id=send.id,
+        subscriber_id=Subscriber.id,
+        subscription_list_id=_unsubscribe_list(scope, selection),
     )
+    rows = select_due_deliveries(columns).where(chosen, Subscriber.id <= last)
+    scope.session.execute(insert(Delivery).from_select(list(columns), rows))
     return StepResult(done=0, failed=0, cursor=last, finished=False)
 
 
