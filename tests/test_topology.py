@@ -39,7 +39,7 @@ from dripstone.drips.models import DripEnrollment, EnrollmentState
 from dripstone.jobs.models import Job, JobState
 from dripstone.mailings import schemas as mailing_schemas
 from dripstone.mailings import service as mailings
-from dripstone.subscribers import schemas, service
+from dripstone.subscribers import lists, schemas, service
 from tests.conftest import POSTGRES_URL, SECRET
 from tests.delivery.smtp_server import ReceivedMessage, SmtpTestServer, smtp_server
 from tests.drips.helpers import two_emails
@@ -106,7 +106,7 @@ def create_work(database: db.Database) -> Work:
         scope = AccountScope(session, account.id)
         rows = [schemas.BulkSubscriberRow(email=f"s{i}@example.com") for i in range(SUBSCRIBERS)]
         service.bulk_create(scope, rows, None)
-        welcome = service.create_list(scope, "Welcome").uuid
+        welcome = lists.create_list(scope, "Welcome").uuid
         service.bulk_create(scope, rows[:DRIP_SUBSCRIBERS], welcome)
         ids = {}
         for subject in (SEND, *STEPS):
@@ -122,7 +122,7 @@ def create_work(database: db.Database) -> Work:
             "campaign_mailing_id": ids[SEND],
             "campaign_mailing_send": {
                 "sender_email": "owner@example.com",
-                "subscription_list_id": service.default_list(scope).uuid,
+                "subscription_list_id": lists.default_list(scope).uuid,
             },
         }
         return Work(key.secret, send_body, campaign.uuid)
