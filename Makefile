@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers; many tests wait on real processes and servers, not on the CPU.
+TEST_WORKERS ?= 3
 
 .PHONY: serve test lint format bench clean
 
@@ -17,7 +19,7 @@ serve: $(STAMP)  ## migrate, then serve the API on http://127.0.0.1:8000 (embedd
 	$(BIN)/dripstone serve
 
 test: $(STAMP) lint  ## the whole suite (PostgreSQL too when DRIPSTONE_TEST_POSTGRES_URL is set)
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
