@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 from html import escape
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dripstone.delivery import pipeline
@@ -21,24 +22,28 @@ router = APIRouter(tags=["recipients"], include_in_schema=False)
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+UserAgent = Annotated[str | None, Header()]
 PREFIX = "/t/"  # every recipient-facing path starts with it
 
 
 @router.get(OPEN_ROUTE)
-def open_pixel(token: str, session: WriteSession) -> Response:
+def open_pixel(token: str, session: WriteSession, user_agent: UserAgent = None) -> Response:
     """A 1x1 transparent GIF; records an open."""
-    if not service.record_open(session, pipeline.pipeline().tokens, token):
+    hit = service.open_hit(pipeline.pipeline().tokens, token, user_agent)
+    if hit is None or not service.record_hits(session, [hit]):
         return not_found_page()
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
 @router.get(CLICK_ROUTE)
-def click(token: str, session: WriteSession) -> Response:
+def click(token: str, session: WriteSession, user_agent: UserAgent = None) -> Response:
     """Records the click, then redirects to the link's own address."""
-    target = service.record_click(session, pipeline.pipeline().tokens, token)
-    if target is None:
+    hit = service.click_hit(pipeline.pipeline().tokens, token, user_agent)
+    if hit is None or hit.url is None:
         return not_found_page()
-    return RedirectResponse(target, status_code=302, headers=NO_STORE)
+    # A deleted delivery still redirects: the link was ours and the reader expects the page.
+    service.record_hits(session, [hit])
+    return RedirectResponse(hit.url, status_code=302, headers=NO_STORE)
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

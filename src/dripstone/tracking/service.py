@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -18,26 +20,45 @@ from dripstone.tracking.models import TrackingEvent
 OPEN, CLICK, UNSUBSCRIBE = "open", "click", "unsubscribe"
 
 
-def record_open(session: Session, tokens: TrackingTokens, token: str) -> bool:
-    """Record an open of the delivery the token names; False for a token that is not ours."""
+@dataclass(frozen=True)
+class Hit:
+    """One request to an open pixel or a click redirect, as the recipient's client made it."""
+
+    kind: str  # OPEN or CLICK
+    delivery_id: int
+    at: datetime
+    user_agent: str | None = None
+    html_id: int | None = None
+    url: str | None = None
+
+
+def open_hit(tokens: TrackingTokens, token: str, user_agent: str | None) -> Hit | None:
+    """The open a pixel token names; None for a token that is not ours."""
     delivery_id = tokens.verify_open(token)
-    delivery = session.get(Delivery, delivery_id) if delivery_id is not None else None
-    if delivery is None:
-        return False
-    _record(session, delivery, OPEN)
-    return True
+    if delivery_id is None:
+        return None
+    return Hit(OPEN, delivery_id, clock.now(), user_agent)
 
 
-def record_click(session: Session, tokens: TrackingTokens, token: str) -> str | None:
-    """Record a click and return where it goes; None for a token that is not ours."""
+def click_hit(tokens: TrackingTokens, token: str, user_agent: str | None) -> Hit | None:
+    """The click a link token names (its `url` is where it goes); None if not ours."""
     click = tokens.verify_click(token)
     if click is None:
         return None
-    delivery = session.get(Delivery, click.delivery_id)
-    if delivery is not None:
-        _record(session, delivery, CLICK, html_id=click.html_id, url=click.target_url)
-    # A deleted delivery still redirects: the link was ours and the reader expects the page.
-    return click.target_url
+    return Hit(CLICK, click.delivery_id, clock.now(), user_agent, click.html_id, click.target_url)
+
+
+def record_hits(session: Session, hits: Sequence[Hit]) -> set[int]:
+    """Record the hits, in the caller's transaction; returns the delivery ids that exist (a
+    hit on a deleted delivery records nothing)."""
+    found: set[int] = set()
+    for hit in hits:
+        delivery = session.get(Delivery, hit.delivery_id)
+        if delivery is None:
+            continue
+        found.add(delivery.id)
+        _record(session, delivery, hit.kind, html_id=hit.html_id, url=hit.url, at=hit.at)
+    return found
 
 
 @dataclass(frozen=True)
@@ -83,8 +104,9 @@ def _record(
     *,
     html_id: int | None = None,
     url: str | None = None,
+    at: datetime | None = None,
 ) -> None:
-    now = clock.now()
+    now = at or clock.now()
     session.add(
         TrackingEvent(
             account_id=delivery.account_id,
