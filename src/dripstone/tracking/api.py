@@ -10,7 +10,7 @@ import base64
 from html import escape
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dripstone.delivery import pipeline
@@ -27,23 +27,31 @@ PREFIX = "/t/"  # every recipient-facing path starts with it
 
 
 @router.get(OPEN_ROUTE)
-def open_pixel(token: str, session: WriteSession, user_agent: UserAgent = None) -> Response:
+def open_pixel(
+    token: str, request: Request, session: WriteSession, user_agent: UserAgent = None
+) -> Response:
     """A 1x1 transparent GIF; records an open."""
-    hit = service.open_hit(pipeline.pipeline().tokens, token, user_agent)
+    hit = service.open_hit(pipeline.pipeline().tokens, token, user_agent, _client(request))
     if hit is None or not service.record_hits(session, [hit]):
         return not_found_page()
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
 @router.get(CLICK_ROUTE)
-def click(token: str, session: WriteSession, user_agent: UserAgent = None) -> Response:
+def click(
+    token: str, request: Request, session: WriteSession, user_agent: UserAgent = None
+) -> Response:
     """Records the click, then redirects to the link's own address."""
-    hit = service.click_hit(pipeline.pipeline().tokens, token, user_agent)
+    hit = service.click_hit(pipeline.pipeline().tokens, token, user_agent, _client(request))
     if hit is None or hit.url is None:
         return not_found_page()
     # A deleted delivery still redirects: the link was ours and the reader expects the page.
     service.record_hits(session, [hit])
     return RedirectResponse(hit.url, status_code=302, headers=NO_STORE)
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

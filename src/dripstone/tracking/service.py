@@ -28,24 +28,32 @@ class Hit:
     delivery_id: int
     at: datetime
     user_agent: str | None = None
+    remote_addr: str | None = None
     html_id: int | None = None
     url: str | None = None
 
 
-def open_hit(tokens: TrackingTokens, token: str, user_agent: str | None) -> Hit | None:
+def open_hit(
+    tokens: TrackingTokens, token: str, user_agent: str | None, remote_addr: str | None
+) -> Hit | None:
     """The open a pixel token names; None for a token that is not ours."""
     delivery_id = tokens.verify_open(token)
     if delivery_id is None:
         return None
-    return Hit(OPEN, delivery_id, clock.now(), user_agent)
+    return Hit(OPEN, delivery_id, clock.now(), user_agent, remote_addr)
 
 
-def click_hit(tokens: TrackingTokens, token: str, user_agent: str | None) -> Hit | None:
+def click_hit(
+    tokens: TrackingTokens, token: str, user_agent: str | None, remote_addr: str | None
+) -> Hit | None:
     """The click a link token names (its `url` is where it goes); None if not ours."""
     click = tokens.verify_click(token)
     if click is None:
         return None
-    return Hit(CLICK, click.delivery_id, clock.now(), user_agent, click.html_id, click.target_url)
+    at = clock.now()
+    return Hit(
+        CLICK, click.delivery_id, at, user_agent, remote_addr, click.html_id, click.target_url
+    )
 
 
 def record_hits(session: Session, hits: Sequence[Hit]) -> set[int]:
