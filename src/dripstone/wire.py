@@ -6,11 +6,19 @@ drip core included, may build on it without pulling another domain in.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 MAX_EMAIL_LENGTH = 320
 
@@ -88,3 +96,17 @@ Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), AfterValidator(st
 HeaderName = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_header_text)
 ]
+
+
+def as_text(value: Any) -> str:
+    """`value` as the string the wire answers: unset is "", structured data its JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# An answered field that the Marketing API types as a string: unset is "", never null, and a
+# structured value (JSON a client stored) is answered as its JSON text.
+Text = Annotated[str, BeforeValidator(as_text)]

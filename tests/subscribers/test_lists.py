@@ -35,7 +35,7 @@ def test_every_account_starts_with_all_contacts(api: Api) -> None:
         "name": "All contacts",
         "is_default": True,
         "subscriber_count": 0,
-        "form_id": None,
+        "form_id": "",  # a string, as Paubox documents it: empty, never null
     }
 
 
@@ -58,7 +58,7 @@ def test_create_a_list_raw_or_wrapped(api: Api, body: dict[str, Any]) -> None:
         "name": "Newsletter",
         "is_default": False,
         "subscriber_count": 0,
-        "form_id": None,
+        "form_id": "",  # a string, as Paubox documents it: empty, never null
     }
     lists = ok(api.get("/subscription_lists"))
     assert [lst["attributes"]["name"] for lst in lists] == ["All contacts", "Newsletter"]

@@ -35,6 +35,21 @@ def test_create_lowercases_the_email_and_answers_the_subscriber(api: Api) -> Non
     assert detail(api, created["id"])["attributes"]["email"] == "ann.lee@example.com"
 
 
+def test_names_never_given_are_empty_strings_everywhere_never_null(api: Api) -> None:
+    """Paubox documents the names as strings: a client may call string methods on them."""
+    created = add_subscriber(api, "ann@example.com")
+    answers = [
+        created["attributes"],
+        detail(api, created["id"])["attributes"],
+        ok(api.get("/subscribers"))[0]["attributes"],
+        ok(api.post("/subscriptions/unsubscribe", {"subscriber_ids": [created["id"]]}))[0][
+            "attributes"
+        ],
+    ]
+    for attributes in answers:
+        assert (attributes["first_name"], attributes["last_name"]) == ("", "")
+
+
 def test_duplicate_email_in_other_case_is_refused(api: Api, database: db.Database) -> None:
     first = add_subscriber(api, "ann@example.com")
     response = api.post("/subscribers", {"subscriber": {"email": "ANN@example.com"}})

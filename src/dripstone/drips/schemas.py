@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 
-from dripstone.wire import NoNul, OneLine, Strict, Uuid
+from dripstone.wire import NoNul, OneLine, Strict, Text, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
 
@@ -47,8 +47,8 @@ class CampaignWrite(Strict):
 
 class CampaignListAttributes(BaseModel):
     name: str
-    subscription_list_id: str | None
-    subscription_list_name: str | None
+    subscription_list_id: Text
+    subscription_list_name: Text
     state: str
     created_at: datetime
     updated_at: datetime

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
-from dripstone.wire import Email, HeaderName, Name, NoNul, Strict, Uuid
+from dripstone.wire import Email, HeaderName, Name, NoNul, Strict, Text, Uuid
 
 MAX_RECIPIENT_EMAILS = 50
 MAX_PART_LENGTH = 2_000_000
@@ -72,14 +72,14 @@ class MailingAttributes(BaseModel):
     template_type: str
     created_at: datetime
     updated_at: datetime
-    form_data: Any
-    html_part: str | None
+    form_data: Text
+    html_part: Text
     text_part: str | None
     from_: str | None = Field(serialization_alias="from")
     from_name: str | None
     reply_to: str | None
-    # Only with `with_images` (and then only when the mailing has some).
-    image_data: Any = Field(default=None, exclude_if=lambda v: v is None)
+    # Only with `with_images`: the images as JSON text ("" when the mailing has none).
+    image_data: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class MailingResource(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from dripstone.wire import Email, Name, NoNul, OneLine, Strict, Uuid
+from dripstone.wire import Email, Name, NoNul, OneLine, Strict, Text, Uuid
 
 MAX_BULK_ROWS = 10_000
 MAX_FILTER_TERMS = 500  # keeps SQLite under its expression depth limit of 1000
@@ -106,8 +106,8 @@ class BulkCreate(Strict):
 class SubscriberAttributes(BaseModel):
     email: str | None
     phone_number: str | None
-    first_name: str | None
-    last_name: str | None
+    first_name: Text
+    last_name: Text
     unsubscribed: bool
 
 
@@ -187,7 +187,7 @@ class ListAttributes(BaseModel):
     name: str
     is_default: bool
     subscriber_count: int
-    form_id: str | None
+    form_id: Text
 
 
 class ListResource(BaseModel):
