@@ -188,6 +188,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         quirk = (getattr(route, "openapi_extra", None) or {}).get("x-validation-errors")
         if quirk == "errors-list":
             return JSONResponse({"errors": [_describe(e) for e in errors]}, status_code=200)
+        if quirk == "errors-string":
+            return JSONResponse({"errors": message}, status_code=200)
         in_body = any(e["loc"][0] == "body" for e in exc.errors() if e["loc"])
         status, code = (422, "validation_failed") if in_body else (400, "invalid_parameter")
         return envelope(status, message, code, field=first["field"], errors=errors)

@@ -117,3 +117,5 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 STANDARD_ERRORS = error_responses(400, 401, 404, 413, 422)
 ERRORS_LIST_QUIRK = {"x-validation-errors": "errors-list"}
+# Routes where Paubox answers a refused request 200 {"errors": "..."}: so does a refused body.
+ERRORS_STRING_QUIRK = {"x-validation-errors": "errors-string"}

@@ -18,7 +18,7 @@ from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, edge, graph, node, report, start, two_emails
 from tests.mailings.helpers import add_subscribers, job, make_list, make_mailing, ok
-from tests.subscribers.helpers import assert_error
+from tests.subscribers.helpers import assert_error, errors_string
 
 Tick = Callable[[], None]
 NODES = "drip_campaign_nodes"
@@ -834,15 +834,12 @@ def test_a_mailing_a_campaign_sends_cannot_be_deleted_until_the_campaign_is(
         "/campaign_mailings_bulk_delete",
         json={"campaign_mailing_ids": [unused, mailing]},
     )
-    body = assert_error(response, 422, code="invalid", field="campaign_mailing_ids[1]")
-    assert body["details"] == {
-        "field": "campaign_mailing_ids[1]",
-        "drip_campaign_id": campaign,
-        "node": "hello",
-    }
-    assert "Welcome" in body["error"]
-    assert campaign in body["error"]
-    assert "'hello'" in body["error"]
+    # Paubox documents only 200 here: the refusal is its `errors` string, with the reason.
+    error = errors_string(response)
+    assert error.startswith("campaign_mailing_ids[1]: ")
+    assert "Welcome" in error
+    assert campaign in error
+    assert "'hello'" in error
     subjects = {m["attributes"]["subject"] for m in ok(api.get("/campaign_mailings"))["data"]}
     assert len(subjects) == 3  # nothing deleted
 

@@ -147,3 +147,14 @@ def fill(value: Any, **names: str) -> Any:
     if isinstance(value, dict):
         return {k: fill(v, **names) for k, v in value.items()}
     return value
+
+
+def errors_string(response: Any) -> str:
+    """The documented quirk: 200 with {"errors": "<string>"} instead of data."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"errors"}, body
+    assert isinstance(body["errors"], str)
+    assert body["errors"]
+    error: str = body["errors"]
+    return error

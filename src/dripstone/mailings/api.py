@@ -10,8 +10,10 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 
 from dripstone.db import AccountScope
+from dripstone.errors import DripstoneError
 from dripstone.http import (
     ERRORS_LIST_QUIRK,
+    ERRORS_STRING_QUIRK,
     STANDARD_ERRORS,
     Data,
     Empty,
@@ -24,7 +26,7 @@ from dripstone.http import (
 from dripstone.mailings import schemas, service
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import DynamicList, SubscriptionList
-from dripstone.wire import Email
+from dripstone.wire import Email, as_text
 
 router = APIRouter(responses=STANDARD_ERRORS)
 
@@ -47,7 +49,7 @@ def _mailing(m: CampaignMailing, *, with_images: bool) -> schemas.MailingResourc
             from_=m.from_email,
             from_name=m.from_name,
             reply_to=m.reply_to,
-            image_data=m.image_data if with_images else None,
+            image_data=as_text(m.image_data) if with_images else None,
         ),
     )
 
@@ -126,10 +128,15 @@ def create_mailing(
 
 @router.get("/campaign_mailings/{id}", tags=["campaign mailings"])
 def get_mailing(
-    id: str, scope: ReadScope, with_images: bool = False
+    id: str,
+    scope: ReadScope,
+    with_images: Annotated[
+        str | None, Query(description="Any non-empty value adds `image_data`.")
+    ] = None,
 ) -> Data[schemas.MailingResource]:
     """One mailing, with `html_part` as sent (footer included)."""
-    return Data(data=_mailing(service.get_mailing(scope, id), with_images=with_images))
+    mailing = service.get_mailing(scope, id)
+    return Data(data=_mailing(mailing, with_images=bool(with_images)))
 
 
 @router.put("/campaign_mailings/{id}", tags=["campaign mailings"], openapi_extra=ERRORS_LIST_QUIRK)
@@ -148,13 +155,22 @@ def update_mailing(
     return Data(data=schemas.IdOnly(id=mailing.uuid))
 
 
-@router.delete("/campaign_mailings_bulk_delete", tags=["campaign mailings"])
+@router.delete(
+    "/campaign_mailings_bulk_delete",
+    tags=["campaign mailings"],
+    openapi_extra=ERRORS_STRING_QUIRK,
+)
 def bulk_delete_mailings(
     scope: WriteScope, body: Annotated[schemas.BulkDelete | None, Body()] = None
-) -> Empty:
-    """Delete mailings with their sends and deliveries. Without ids: nothing, 200 {}."""
+) -> Empty | ErrorsString:
+    """Delete mailings with their sends and deliveries. Without ids: nothing, 200 {}. An id
+    that is unknown or a mailing a drip campaign sends: nothing is deleted, 200 `errors`."""
     if body is not None:
-        service.bulk_delete_mailings(scope, body.campaign_mailing_ids)
+        try:
+            service.bulk_delete_mailings(scope, body.campaign_mailing_ids)
+        except DripstoneError as exc:
+            scope.session.rollback()
+            return ErrorsString(errors=exc.message)
     return Empty()
 
 

@@ -11,6 +11,7 @@ from dripstone.db import AccountScope
 from dripstone.errors import BadRequest, DripstoneError
 from dripstone.http import (
     ERRORS_LIST_QUIRK,
+    ERRORS_STRING_QUIRK,
     STANDARD_ERRORS,
     Data,
     Empty,
@@ -247,7 +248,7 @@ def _change(
     return Data(data=service.describe(scope, changed))
 
 
-@router.post("/subscriptions/subscribe", tags=["subscriptions"])
+@router.post("/subscriptions/subscribe", tags=["subscriptions"], openapi_extra=ERRORS_STRING_QUIRK)
 def subscribe(
     body: schemas.SubscribeRequest, scope: WriteScope
 ) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
@@ -255,7 +256,9 @@ def subscribe(
     return _change(scope, "subscribe", body.subscriber_ids, body.subscription_list_ids)
 
 
-@router.post("/subscriptions/unsubscribe", tags=["subscriptions"])
+@router.post(
+    "/subscriptions/unsubscribe", tags=["subscriptions"], openapi_extra=ERRORS_STRING_QUIRK
+)
 def unsubscribe(
     body: schemas.SubscribeRequest, scope: WriteScope
 ) -> Data[list[schemas.DetailedSubscriberResource]] | ErrorsString:
@@ -290,25 +293,41 @@ def _bulk(
 BulkAnswer = Data[list[schemas.DetailedSubscriberResource]] | ErrorsString | JidEnvelope
 
 
-@router.post("/subscriptions/bulk_global_subscribe", tags=["subscriptions"])
+@router.post(
+    "/subscriptions/bulk_global_subscribe",
+    tags=["subscriptions"],
+    openapi_extra=ERRORS_STRING_QUIRK,
+)
 def bulk_global_subscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
     """Lift the global opt-out of the given subscribers, or of everyone selected (a job)."""
     return _bulk(scope, "subscribe", body, dynamic=False)
 
 
-@router.post("/subscriptions/bulk_global_unsubscribe", tags=["subscriptions"])
+@router.post(
+    "/subscriptions/bulk_global_unsubscribe",
+    tags=["subscriptions"],
+    openapi_extra=ERRORS_STRING_QUIRK,
+)
 def bulk_global_unsubscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
     """Opt out globally the given subscribers, or everyone selected (a job)."""
     return _bulk(scope, "unsubscribe", body, dynamic=False)
 
 
-@router.post("/subscriptions/dynamic_bulk_subscribe", tags=["subscriptions"])
+@router.post(
+    "/subscriptions/dynamic_bulk_subscribe",
+    tags=["subscriptions"],
+    openapi_extra=ERRORS_STRING_QUIRK,
+)
 def dynamic_bulk_subscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
     """As bulk_global_subscribe, selecting the members of a dynamic list."""
     return _bulk(scope, "subscribe", body, dynamic=True)
 
 
-@router.post("/subscriptions/dynamic_bulk_unsubscribe", tags=["subscriptions"])
+@router.post(
+    "/subscriptions/dynamic_bulk_unsubscribe",
+    tags=["subscriptions"],
+    openapi_extra=ERRORS_STRING_QUIRK,
+)
 def dynamic_bulk_unsubscribe(body: schemas.BulkSelection, scope: WriteScope) -> BulkAnswer:
     """As bulk_global_unsubscribe, selecting the members of a dynamic list."""
     return _bulk(scope, "unsubscribe", body, dynamic=True)
