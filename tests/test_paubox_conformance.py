@@ -52,6 +52,7 @@ DETERMINISTIC = not os.environ.get("DRIPSTONE_FUZZ_RANDOM")
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 FRESH_EMAILS = st.integers(min_value=0, max_value=10**9).map(lambda n: f"pb{n}@example.com")
 PHONES = st.sampled_from(["+14155550123", "+442079460958"])
+NAMES = st.integers(min_value=0, max_value=10**6).map(lambda n: f"Name {n}")
 Tick = Callable[[], None]
 
 
@@ -289,6 +290,10 @@ def _fields(seed: Rows, path: str, body: Any) -> st.SearchStrategy[Any]:
             parts[key] = _maybe(value, FRESH_EMAILS)
         elif key == "phone_number" and isinstance(value, str):
             parts[key] = _maybe(value, PHONES)
+        elif key in ("first_name", "last_name", "name", "subject") and isinstance(value, str):
+            parts[key] = _maybe(value, NAMES)
+        elif key == "custom_fields" and isinstance(value, list):
+            parts[key] = _maybe(value, st.just([{"plan": "gold"}]))
         else:
             parts[key] = _real_body(seed, path, value)
     return st.fixed_dictionaries(parts)

@@ -104,7 +104,7 @@ class BulkCreate(Strict):
 
 
 class SubscriberAttributes(BaseModel):
-    email: str | None
+    email: Text  # "" for a subscriber known by phone only
     phone_number: str | None
     first_name: Text
     last_name: Text
