@@ -4,6 +4,7 @@ these shapes row by row; a property with no value is left out of a row."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
@@ -56,7 +57,7 @@ class ClickerAttributes(BaseModel):
 
 class ClickerRow(BaseModel):
     id: str
-    type: str = "subscriber"
+    type: Literal["subscriber"] = "subscriber"
     attributes: ClickerAttributes
 
 
@@ -84,5 +85,5 @@ class TrackingLinkAttributes(BaseModel):
 
 class TrackingLinkRow(BaseModel):
     id: str = Field(description="the delivery's id and the link's html_id")
-    type: str = "tracking_link"
+    type: Literal["tracking_link"] = "tracking_link"
     attributes: TrackingLinkAttributes
