@@ -57,7 +57,7 @@ class Loader:
                 yield conn
 
     def sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self.postgres_url else text
+        return text.replace("%", "%%").replace("?", "%s") if self.postgres_url else text
 
     def stamp(self, moment: datetime) -> Any:
         naive = moment.astimezone(UTC).replace(tzinfo=None)
