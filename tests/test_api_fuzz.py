@@ -2,8 +2,8 @@
 
 Every operation under /v1/orca/acme (the same handlers as under /v1/marketing, documented
 alike: tests/test_openapi.py) is fuzzed (explicit examples, coverage cases, then positive
-and negative generated data) against a real database seeded with
-subscribers, lists, segments, subscriptions and a finished job. Path parameters, id-bearing
+and negative generated data) against a real database seeded with subscribers, lists,
+segments, subscriptions, a finished job and a campaign send. Path parameters, id-bearing
 query parameters and request bodies take real ids some of the time, so the handlers behind a
 found resource run too, not only their 404s. Every answer must be no 5xx, have a documented
 status code and content type, and match the schema documented for that status.
@@ -46,6 +46,7 @@ FRESH_EMAILS = st.integers(min_value=0, max_value=10**9).map(lambda n: f"fuzz{n}
 PHONES = st.sampled_from(["+14155550123", "+442079460958", "+4722334455"])
 # Ids that generated text seldom is: with a NUL (PostgreSQL refuses it), nearly a UUID.
 ODD_IDS = ["a\x00b", "00000000-0000-0000-0000-00000000000g"]
+LINKED_HTML = '<p><a href="https://a.example.com/">A</a> <a href="https://b.example.com/">B</a></p>'
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Seeded:
     kept_segments: list[str] = field(default_factory=list)
     doomed_segments: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    mailings: list[str] = field(default_factory=list)
+    sends: list[str] = field(default_factory=list)
 
     @property
     def lists(self) -> list[str]:
@@ -110,6 +113,18 @@ def seeded(api: Api) -> Seeded:
     seed.doomed_segments.append(_data(api.post("/dynamic_lists", scratch))["id"])
     select_all = {"from_subscription_list_id": seed.kept_lists[0]}
     seed.jobs.append(_data(api.post("/subscriptions/bulk_global_subscribe", select_all))["jid"])
+    mailing = {"campaign_mailing": {"subject": "Fuzzed", "html_part": LINKED_HTML}}
+    seed.mailings.append(_data(api.post("/campaign_mailings", mailing))["id"])
+    started = {
+        "campaign_mailing_id": seed.mailings[0],
+        "campaign_mailing_send": {
+            "sender_email": "owner@example.com",
+            "subscription_list_id": seed.kept_lists[0],
+        },
+    }
+    seed.sends.append(
+        _data(api.post("/campaign_mailing_sends", started))["campaign_mailing_send_id"]
+    )
     return seed
 
 
@@ -200,6 +215,12 @@ def _use_real_ids(schema: schemathesis.BaseSchema, seed: Seeded) -> None:
                 parts[name] = _maybe(value, st.sampled_from(seed.lists))
             elif name == "subscriber_ids":
                 parts[name] = _maybe(value, _some(seed.doomed_subscribers).map(",".join))
+            elif name == "campaign_mailing_send_id":
+                parts[name] = _maybe(value, st.sampled_from(seed.sends))
+            elif name == "campaign_mailing_id":
+                parts[name] = _maybe(value, st.sampled_from(seed.mailings))
+            elif name == "html_id":
+                parts[name] = _maybe(value, st.sampled_from([1, 2]))
             else:
                 parts[name] = st.just(value)
         return st.fixed_dictionaries(parts)

@@ -37,6 +37,12 @@ ENDPOINTS: dict[str, set[str]] = {
     "/dynamic_lists": {"get", "post"},
     "/dynamic_lists/{id}": {"get", "put", "delete"},
     "/subscriber_custom_field_types": {"get", "post"},
+    "/analytics/campaign_mailing_send_totals": {"get"},
+    "/analytics/campaign_mailing_sends_table": {"get"},
+    "/analytics/tracking_links_by_unique_link": {"get"},
+    "/analytics/subscribers_by_tracking_link": {"get"},
+    "/analytics/campaign_mailing_deliveries_table": {"get"},
+    "/tracking_links": {"get"},
 }
 OPERATIONS = sorted((path, method) for path, methods in ENDPOINTS.items() for method in methods)
 
@@ -557,3 +563,79 @@ def test_custom_field_types(doc: Json) -> None:
         assert_fields(doc, attributes, {"name", "created_at"})
     body = request_body(doc, "/subscriber_custom_field_types", "post")
     assert "name" in properties(doc, at(doc, body, "subscriber_custom_field_type"))
+
+
+ANALYTICS_TOTALS = {
+    "delivered",
+    "viewed",
+    "clicked",
+    "bounced",
+    "soft_bounced",
+    "hard_bounced",
+    "unsubscribed",
+    "global_unsubscribed",
+}
+ANALYTICS_EXTENSIONS = {"sent", "human_viewed", "machine_viewed", "human_clicked", "bot_clicked"}
+
+
+def test_analytics_answers(doc: Json) -> None:
+    totals = at(doc, response(doc, "/analytics/campaign_mailing_send_totals", "get"), "data")
+    assert_fields(doc, totals, ANALYTICS_TOTALS | ANALYTICS_EXTENSIONS)
+    sends = response(doc, "/analytics/campaign_mailing_sends_table", "get")
+    assert_fields(
+        doc,
+        at(doc, sends, "data", "[]"),
+        {
+            "id",
+            "marketing_email_id",
+            "campaign_mailing_id",
+            "campaign_mailing_created_at",
+            "sent_at",
+            "subscription_list_name",
+        },
+    )
+    links = at(doc, response(doc, "/analytics/tracking_links_by_unique_link", "get"), "data", "[]")
+    assert_fields(doc, links, {"html_id", "target_url", "clicked", "human_clicked", "clicks"})
+    assert types(doc, at(doc, links, "html_id")) == {"integer"}
+    clickers = response(doc, "/analytics/subscribers_by_tracking_link", "get")
+    attributes = resource(doc, clickers, "subscriber", many=True)
+    assert_fields(doc, attributes, {"email", "first_name", "last_name", "custom_fields"})
+    custom = at(doc, attributes, "custom_fields", "[]")
+    assert set(properties(doc, custom)) == {"subscriber_custom_field_type_id", "value"}
+    rows = response(doc, "/analytics/campaign_mailing_deliveries_table", "get")
+    row = at(doc, rows, "data", "[]")
+    assert_fields(
+        doc,
+        row,
+        {"recipient", "created_at", "delivered", "viewed", "clicked", "bounced", "unsubscribed"},
+    )
+    assert types(doc, at(doc, row, "tracking_links")["additionalProperties"]) == {"string"}
+    link = resource(doc, response(doc, "/tracking_links", "get"), "tracking_link", many=True)
+    assert_fields(doc, link, {"target_url", "opened_at", "clicked", "campaign_mailing_delivery_id"})
+    assert types(doc, at(doc, link, "opened_at")) == {"string"}  # absent, never null
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/analytics/subscribers_by_tracking_link", "/analytics/campaign_mailing_deliveries_table"],
+)
+def test_the_exportable_tables_document_csv_beside_json(doc: Json, path: str) -> None:
+    content = operation(doc, path, "get")["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/csv"}
+
+
+def test_analytics_parameters(doc: Json) -> None:
+    links = parameters(doc, "/tracking_links", "get")
+    assert links["campaign_mailing_send_id"]["required"] is True
+    assert "pattern" in resolve(doc, links["campaign_mailing_send_id"]["schema"])
+    assert links["order"]["schema"]["default"] == "desc"
+    assert links["order_by"]["schema"]["default"] == "created_at"
+    assert links["items"]["required"] is False
+    clickers = parameters(doc, "/analytics/subscribers_by_tracking_link", "get")
+    assert clickers["html_id"]["required"] is True
+    assert types(doc, clickers["html_id"]["schema"]) == {"integer"}
+    table = parameters(doc, "/analytics/campaign_mailing_deliveries_table", "get")
+    assert not table["campaign_mailing_send_id"]["required"]
+    assert not table["campaign_mailing_id"]["required"]
+    sends = parameters(doc, "/analytics/campaign_mailing_sends_table", "get")
+    assert set(sends) >= {"search", "order_by", "order", "items", "page"}

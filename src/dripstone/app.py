@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dripstone import db
 from dripstone.accounts import service as accounts
+from dripstone.analytics.api import router as analytics_router
 from dripstone.config import Settings, load_settings
 from dripstone.delivery.pipeline import configure_pipeline
 from dripstone.drips.api import router as drips_router
@@ -42,7 +43,13 @@ from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
 
-DOMAIN_ROUTERS = (subscribers_router, mailings_router, drips_router, jobs_router)
+DOMAIN_ROUTERS = (
+    subscribers_router,
+    mailings_router,
+    drips_router,
+    jobs_router,
+    analytics_router,
+)
 BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
     400: "bad_request",
