@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock, leases
 from dripstone.db import Database, UTCDateTime
 from dripstone.delivery.audience import skip_reason, unsendable, unsubscribed_pairs
+from dripstone.delivery.finished import Finished, finished
 from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
 from dripstone.delivery.mime import UnsafeHeaderError, new_message_id
 from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus, Suppression
@@ -371,7 +372,29 @@ def _record(
                 "b_next_attempt_at": retry_at,
             }
         )
+    # The rows this claim still holds, locked so that the recovery sweep cannot take them
+    # between this read and the update: exactly these change, and are counted once.
+    held = {
+        row[0]
+        for row in connection.execute(
+            select(Delivery.id)
+            .where(
+                Delivery.id.in_([d.id for d, _ in replies]),
+                Delivery.claim_token == token,
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .with_for_update()
+        )
+    }
     connection.execute(_RECORD, rows)
+    finished(
+        connection,
+        [
+            Finished(row["b_id"], str(row["b_status"]))
+            for row in rows
+            if row["b_id"] in held and row["b_status"] in FINAL
+        ],
+    )
 
 
 def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
@@ -515,7 +538,7 @@ def _release(
             Delivery.id.in_(chosen), Delivery.claim_token == token, Delivery.status == status
         )
         reply = {"smtp_code": outcome.code, "smtp_reply": outcome.reply[:2000]}
-        connection.execute(
+        given_up = connection.execute(
             update(Delivery)
             .where(held, too_old)
             .values(
@@ -525,7 +548,9 @@ def _release(
                 claimed_until=None,
                 **reply,
             )
+            .returning(Delivery.id)
         )
+        finished(connection, [Finished(row[0], DeliveryStatus.SOFT_BOUNCED) for row in given_up])
         connection.execute(
             update(Delivery)
             .where(held)
