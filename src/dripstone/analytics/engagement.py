@@ -11,13 +11,14 @@ Opens
     scanner         a user agent of a known security scanner, crawler or HTTP library.
     too_soon        within OPEN_WINDOW_SECONDS of the message being accepted: nobody reads
                     that fast; gateways and proxies that prefetch do.
-    otherwise human. Gmail's, Yahoo's and Microsoft's image proxies fetch an image when the
-    message is displayed, so their opens are human unless a rule above applies; the proxy is
-    still recorded.
+    otherwise human. Gmail's and Yahoo's image proxies (by user agent) and Microsoft's mail
+    servers (by address) fetch an image when the message is displayed, so their opens are
+    human unless a rule above applies; the proxy is still recorded.
 
 Clicks
     no_user_agent   no user agent at all.
-    scanner         a known security scanner, link-preview fetcher or HTTP library.
+    scanner         a known security scanner, link-preview fetcher or HTTP library, or
+                    Microsoft's mail protection servers (by address), which follow every link.
     too_soon        within CLICK_WINDOW_SECONDS of the message being accepted.
     burst           BURST_LINKS or more different links of one message clicked within the
                     same second: scanners follow every link; people follow one.
@@ -47,10 +48,15 @@ HUMAN, APPLE_PRIVACY, NO_USER_AGENT, SCANNER, TOO_SOON, BURST = (
 GMAIL, YAHOO, APPLE, MICROSOFT = "gmail", "yahoo", "apple", "microsoft"
 
 _APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
-_PROXY_AGENTS: tuple[tuple[str, re2._Regexp[str]], ...] = (
+# Microsoft's mail protection (Exchange Online Protection): its servers fetch images and
+# follow links to check them before the reader sees the message.
+_MICROSOFT_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("40.92.0.0/15", "40.107.0.0/16", "52.100.0.0/14", "104.47.0.0/17")
+)
+_PROXY_AGENTS = (
     (GMAIL, re2.compile(r"(?i)GoogleImageProxy|ggpht\.com")),
     (YAHOO, re2.compile(r"(?i)YahooMailProxy")),
-    (MICROSOFT, re2.compile(r"(?i)Microsoft Office|Outlook-iOS|OutlookMobile|ms-office")),
 )
 _SCANNERS = re2.compile(
     r"(?i)barracuda|mimecast|proofpoint|urldefense|safelinks|symantec|messagelabs|trendmicro"
@@ -85,8 +91,13 @@ def image_proxy(user_agent: str | None, remote_addr: str | None) -> str | None:
     for name, pattern in _PROXY_AGENTS:
         if pattern.search(agent):
             return name
-    if _from_apple(remote_addr):
+    address = _address(remote_addr)
+    if address is None:
+        return None
+    if address in _APPLE_NETWORK:
         return APPLE
+    if any(address in network for network in _MICROSOFT_NETWORKS):
+        return MICROSOFT
     return None
 
 
@@ -111,7 +122,7 @@ def judge_click(seen: Seen) -> Verdict:
     agent = (seen.user_agent or "").strip()
     if not agent:
         return Verdict(True, NO_USER_AGENT, proxy)
-    if _SCANNERS.search(agent):
+    if _SCANNERS.search(agent) or proxy == MICROSOFT:
         return Verdict(True, SCANNER, proxy)
     if _too_soon(seen.seconds_after_send, CLICK_WINDOW_SECONDS):
         return Verdict(True, TOO_SOON, proxy)
@@ -124,13 +135,13 @@ def _too_soon(seconds: float | None, window: float) -> bool:
     return seconds is not None and seconds < window
 
 
-def _from_apple(remote_addr: str | None) -> bool:
+def _address(remote_addr: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not remote_addr:
-        return False
+        return None
     try:
         address = ipaddress.ip_address(remote_addr)
     except ValueError:
-        return False
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address in _APPLE_NETWORK
+        return address.ipv4_mapped
+    return address
