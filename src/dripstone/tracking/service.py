@@ -322,19 +322,22 @@ def _seconds_after_send(delivery: Any, at: datetime) -> float | None:
 def _stamp_first(session: Session, column: str, at_by_id: dict[int, datetime]) -> set[int]:
     """Set `column` on the deliveries where it is still empty, each to its own time, in one
     statement; the ids it was set on."""
-    if not at_by_id:
-        return set()
     target = _DELIVERIES.c[column]
-    value = case(
-        *((_DELIVERIES.c.id == i, literal(at, type_=UTCDateTime())) for i, at in at_by_id.items())
-    )
-    rows = session.execute(
-        update(_DELIVERIES)
-        .where(_DELIVERIES.c.id.in_(list(at_by_id)), target.is_(None))
-        .values({column: value})
-        .returning(_DELIVERIES.c.id)
-    )
-    return {row[0] for row in rows}
+    stamped: set[int] = set()
+    items = sorted(at_by_id.items())
+    for start in range(0, len(items), _LOCK_CHUNK):
+        chunk = items[start : start + _LOCK_CHUNK]
+        value = case(
+            *((_DELIVERIES.c.id == i, literal(at, type_=UTCDateTime())) for i, at in chunk)
+        )
+        rows = session.execute(
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_([i for i, _ in chunk]), target.is_(None))
+            .values({column: value})
+            .returning(_DELIVERIES.c.id)
+        )
+        stamped.update(row[0] for row in rows)
+    return stamped
 
 
 @dataclass(frozen=True)
