@@ -2,7 +2,6 @@
 account set-up, message counts, the analytics counters. Importing this module registers them all."""
 
 from dripstone.analytics import counters as analytics_counters
-from dripstone.delivery import outcomes as delivery_outcomes
 from dripstone.delivery import tasks as delivery_tasks
 from dripstone.drips import outgoing as drips_outgoing
 from dripstone.drips import tasks as drips_tasks
@@ -14,7 +13,6 @@ from dripstone.subscribers import subscriptions as subscriptions_service
 
 __all__ = [
     "analytics_counters",
-    "delivery_outcomes",
     "delivery_tasks",
     "drips_outgoing",
     "drips_tasks",

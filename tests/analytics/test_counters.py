@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dripstone import clock, db
 from dripstone.analytics import counters
-from dripstone.analytics.models import DripEmailCounter, SendCounter
+from dripstone.analytics.models import DripEmailCounter, SendCounter, SubscriberCounter
 from dripstone.delivery.models import Delivery
 from dripstone.mailings.models import CampaignMailingSend
 from dripstone.tracking import service as tracking
@@ -109,7 +109,14 @@ def snapshot(database: db.Database) -> dict[str, Any]:
         drips = session.execute(
             select(DripEmailCounter.account_id, DripEmailCounter.drip_campaign_id).distinct()
         ).all()
+        people = session.execute(
+            select(SubscriberCounter.account_id, SubscriberCounter.subscriber_id)
+        ).all()
         return {
+            "subscribers": {
+                subscriber: counters.subscriber_counts(session, account_id, [subscriber])
+                for account_id, subscriber in people
+            },
             "sends": {
                 send_id: (
                     asdict(counters.send_totals(session, account_id, send_id)),
@@ -305,6 +312,7 @@ def test_counters_kept_as_things_happen_equal_a_rebuild_and_every_number_agrees(
 
     incremental = snapshot(database)
     assert len(incremental["sends"]) == 3
+    assert len(incremental["subscribers"]) == len(PEOPLE) + 1  # and the other account's alex
     assert incremental["sends"][send_id][0] == expected
     assert rebuilt(database) == incremental
 

@@ -1,6 +1,6 @@
 """Analytics: what mailings did, as numbers every part of Dripstone reads the same way.
 
 engagement  pure rules: an open by a person or a machine, a click by a person or a bot
-models      counters per campaign send, per link of a send, per drip email node
+models      counters per campaign send, per link of a send, per drip email node, per subscriber
 counters    the counters kept in the transaction of each event, their reads, rebuild
 """

@@ -29,7 +29,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripstone.analytics import engagement
-from dripstone.analytics.models import DripEmailCounter, LinkCounter, MessageCounts, SendCounter
+from dripstone.analytics.models import (
+    DripEmailCounter,
+    LinkCounter,
+    MessageCounts,
+    SendCounter,
+    SubscriberCounter,
+)
 from dripstone.delivery import finished as delivery_finished
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import SENT, Delivery, DeliveryStatus
@@ -37,6 +43,7 @@ from dripstone.drips import report as drips_report
 from dripstone.drips.models import DripEnrollment
 from dripstone.mailings import service as mailings_service
 from dripstone.mailings.models import CampaignMailingSend
+from dripstone.subscribers import service as subscribers_service
 from dripstone.tracking import service as tracking_service
 from dripstone.tracking.models import TrackingEvent
 
@@ -209,6 +216,33 @@ def _mailing_counts(
     return {k: _as_counts(t) for k, t in mailing_totals(session, account_id, mailing_ids).items()}
 
 
+@subscribers_service.count_messages_with
+def subscriber_counts(
+    session: Session, account_id: int, subscriber_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """Per subscriber of the account: their campaign and drip messages sent (answered for
+    good), delivered, opened (a click counts), clicked, soft- and hard-bounced."""
+    if not subscriber_ids:
+        return {}
+    rows = session.execute(
+        select(SubscriberCounter).where(
+            SubscriberCounter.account_id == account_id,
+            SubscriberCounter.subscriber_id.in_(list(subscriber_ids)),
+        )
+    ).scalars()
+    return {
+        c.subscriber_id: {
+            "deliveries": c.sent,
+            "delivered": c.delivered,
+            "opened": c.viewed,
+            "clicked": c.clicked,
+            "soft_bounced": c.soft_bounced,
+            "hard_bounced": c.hard_bounced,
+        }
+        for c in rows
+    }
+
+
 def _as_counts(totals: Totals) -> dict[str, int]:
     return {
         "sent": totals.sent,
@@ -252,6 +286,7 @@ class _Batch:
         self.sends: dict[int, tuple[int, int, _Deltas]] = {}  # send -> account, mailing, deltas
         self.drip_emails: dict[tuple[int, str], tuple[int, _Deltas]] = {}
         self.links: dict[tuple[int, int, str], tuple[int, _Deltas]] = {}
+        self.subscribers: dict[int, tuple[int, _Deltas]] = {}
 
     def add_send(self, send_id: int, account_id: int, mailing_id: int, deltas: _Deltas) -> None:
         entry = self.sends.setdefault(send_id, (account_id, mailing_id, {}))
@@ -266,6 +301,11 @@ class _Batch:
         self, send_id: int, html_id: int, url: str, account_id: int, deltas: _Deltas
     ) -> None:
         _merge(self.links.setdefault((send_id, html_id, url), (account_id, {}))[1], deltas)
+
+    def add_subscriber(self, subscriber_id: int | None, account_id: int, deltas: _Deltas) -> None:
+        if subscriber_id is not None:
+            wanted = {k: v for k, v in deltas.items() if k in _SUBSCRIBER_COUNTS}
+            _merge(self.subscribers.setdefault(subscriber_id, (account_id, {}))[1], wanted)
 
     def apply(self, connection: Connection) -> None:
         # In key order, so two transactions never wait on each other's rows in a circle.
@@ -300,6 +340,16 @@ class _Batch:
                 },
                 deltas,
             )
+        for subscriber_id, (account_id, deltas) in sorted(self.subscribers.items()):
+            _upsert(
+                connection,
+                SubscriberCounter,
+                {"subscriber_id": subscriber_id, "account_id": account_id},
+                deltas,
+            )
+
+
+_SUBSCRIBER_COUNTS = ("sent", "delivered", "soft_bounced", "hard_bounced", "viewed", "clicked")
 
 
 def _merge(into: _Deltas, deltas: _Deltas) -> None:
@@ -316,6 +366,7 @@ _KEYS = {
     SendCounter: ["send_id"],
     DripEmailCounter: ["drip_campaign_id", "drip_node_id"],
     LinkCounter: ["send_id", "html_id", "url_hash"],
+    SubscriberCounter: ["subscriber_id"],
 }
 
 
@@ -367,6 +418,7 @@ def count_finished(
             Delivery.kind,
             Delivery.send_id,
             Delivery.campaign_mailing_id,
+            Delivery.subscriber_id,
             Delivery.drip_enrollment_id,
             Delivery.drip_node_id,
         ).where(
@@ -378,6 +430,7 @@ def count_finished(
     batch = _Batch()
     for r in rows:
         deltas = _STATUS_COUNTS[DeliveryStatus(statuses[r.id])]
+        batch.add_subscriber(r.subscriber_id, r.account_id, deltas)
         if r.kind == DeliveryKind.CAMPAIGN and r.send_id is not None:
             batch.add_send(r.send_id, r.account_id, r.campaign_mailing_id, deltas)
         campaign_id = campaigns.get(r.drip_enrollment_id or 0)
@@ -405,6 +458,7 @@ def count_firsts(session: Session, firsts: Sequence[tracking_service.Firsts]) ->
             "unsubscribed": int(f.unsubscribed),
             "global_unsubscribed": int(f.unsubscribed and f.all_mail),
         }
+        batch.add_subscriber(f.subscriber_id, f.account_id, deltas)
         if f.kind == DeliveryKind.CAMPAIGN and f.send_id in mailings:
             batch.add_send(f.send_id, f.account_id, mailings[f.send_id], deltas)
             for (html_id, url), link in f.links.items():
@@ -477,7 +531,7 @@ def rebuild(session: Session, account_id: int | None = None) -> None:
     """Recompute every counter (of one account, or of all) from the delivery and event rows:
     a repair, and the check the incremental counters are tested against."""
     mine = [] if account_id is None else [Delivery.account_id == account_id]
-    for model in (SendCounter, DripEmailCounter, LinkCounter):
+    for model in (SendCounter, DripEmailCounter, LinkCounter, SubscriberCounter):
         stmt = delete(model)
         if account_id is not None:
             stmt = stmt.where(model.account_id == account_id)
@@ -505,6 +559,25 @@ def rebuild(session: Session, account_id: int | None = None) -> None:
     session.execute(
         insert(DripEmailCounter).from_select(
             ["drip_campaign_id", "drip_node_id", "account_id", *_COUNTS], drips
+        )
+    )
+    aggregates = {a.name: a for a in _message_aggregates()}
+    people = (
+        select(
+            Delivery.subscriber_id,
+            Delivery.account_id,
+            *(aggregates[name] for name in _SUBSCRIBER_COUNTS),
+        )
+        .where(
+            *mine,
+            Delivery.kind.in_([DeliveryKind.CAMPAIGN, DeliveryKind.DRIP]),
+            Delivery.subscriber_id.is_not(None),
+        )
+        .group_by(Delivery.subscriber_id, Delivery.account_id)
+    )
+    session.execute(
+        insert(SubscriberCounter).from_select(
+            ["subscriber_id", "account_id", *_SUBSCRIBER_COUNTS], people
         )
     )
     html_id = func.coalesce(TrackingEvent.html_id, 0)

@@ -67,3 +67,19 @@ class LinkCounter(AccountOwned, Base):
     clicked: Mapped[int] = mapped_column(default=0)  # distinct recipients
     human_clicked: Mapped[int] = mapped_column(default=0)
     clicks: Mapped[int] = mapped_column(default=0)  # every click event
+
+
+class SubscriberCounter(AccountOwned, Base):
+    """One subscriber's campaign and drip messages: what `with_stats` shows."""
+
+    __tablename__ = "subscriber_counters"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    sent: Mapped[int] = mapped_column(default=0)  # delivered + soft + hard bounced
+    delivered: Mapped[int] = mapped_column(default=0)
+    soft_bounced: Mapped[int] = mapped_column(default=0)
+    hard_bounced: Mapped[int] = mapped_column(default=0)
+    viewed: Mapped[int] = mapped_column(default=0)
+    clicked: Mapped[int] = mapped_column(default=0)

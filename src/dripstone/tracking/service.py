@@ -95,6 +95,7 @@ class Firsts:
     account_id: int
     kind: str  # a DeliveryKind
     send_id: int | None
+    subscriber_id: int | None
     drip_enrollment_id: int | None
     drip_node_id: str | None
     opened: bool = False
@@ -254,6 +255,7 @@ def _firsts(delivery: Any) -> Firsts:
         account_id=delivery.account_id,
         kind=delivery.kind,
         send_id=delivery.send_id,
+        subscriber_id=delivery.subscriber_id,
         drip_enrollment_id=delivery.drip_enrollment_id,
         drip_node_id=delivery.drip_node_id,
     )

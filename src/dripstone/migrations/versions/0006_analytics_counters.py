@@ -1,5 +1,6 @@
-"""Analytics counters per campaign send, per link of a send and per drip email node; what
-is known of each open and click; the first human open and click of each delivery.
+"""Analytics counters per campaign send, per link of a send, per drip email node and per
+subscriber; what is known of each open and click; the first human open and click of each
+delivery.
 
 Existing opens and clicks were recorded before people were told from machines: they are
 kept as people's, as they were counted until now, and the counters start from the rows.
@@ -144,6 +145,39 @@ def upgrade() -> None:
             unique=False,
         )
 
+    op.create_table(
+        "subscriber_counters",
+        sa.Column(
+            "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("sent", sa.Integer(), nullable=False),
+        sa.Column("delivered", sa.Integer(), nullable=False),
+        sa.Column("soft_bounced", sa.Integer(), nullable=False),
+        sa.Column("hard_bounced", sa.Integer(), nullable=False),
+        sa.Column("viewed", sa.Integer(), nullable=False),
+        sa.Column("clicked", sa.Integer(), nullable=False),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_subscriber_counters_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_subscriber_counters_subscriber_id_subscribers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("subscriber_id", name=op.f("pk_subscriber_counters")),
+    )
+    with op.batch_alter_table("subscriber_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_counters_account_id"), ["account_id"], unique=False
+        )
+
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("human_opened_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("human_clicked_at", sa.DateTime(), nullable=True))
@@ -215,6 +249,17 @@ def _backfill() -> None:
         "ON e.id = d.drip_enrollment_id WHERE d.kind = 'drip' AND d.drip_node_id IS NOT NULL "
         "GROUP BY e.drip_campaign_id, d.drip_node_id, d.account_id"
     )
+    op.execute(
+        "INSERT INTO subscriber_counters (subscriber_id, account_id, sent, delivered, "
+        "soft_bounced, hard_bounced, viewed, clicked) SELECT d.subscriber_id, d.account_id, "
+        "SUM(CASE WHEN d.status IN ('delivered', 'soft_bounced', 'hard_bounced') "
+        "THEN 1 ELSE 0 END), SUM(CASE WHEN d.status = 'delivered' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN d.status = 'soft_bounced' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN d.status = 'hard_bounced' THEN 1 ELSE 0 END), "
+        "COUNT(d.opened_at), COUNT(d.clicked_at) FROM deliveries d "
+        "WHERE d.kind IN ('campaign', 'drip') AND d.subscriber_id IS NOT NULL "
+        "GROUP BY d.subscriber_id, d.account_id"
+    )
     links = (
         op.get_bind()
         .execute(
@@ -280,6 +325,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_send_counters_account_id"))
 
     op.drop_table("send_counters")
+    with op.batch_alter_table("subscriber_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_counters_account_id"))
+
+    op.drop_table("subscriber_counters")
     with op.batch_alter_table("link_counters", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_link_counters_account_id"))
 
