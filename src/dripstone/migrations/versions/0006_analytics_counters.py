@@ -308,17 +308,17 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tracking_events", schema=None) as batch_op:
-        batch_op.drop_column("all_mail")
-        batch_op.drop_column("machine_reason")
-        batch_op.drop_column("machine")
-        batch_op.drop_column("seconds_after_send")
-        batch_op.drop_column("proxy")
-        batch_op.drop_column("user_agent")
-
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("human_clicked_at")
-        batch_op.drop_column("human_opened_at")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+, PostgreSQL), not a batch copy: on SQLite the
+    # copy drops the old deliveries table, whose ON DELETE CASCADE would empty tracking_events.
+    for table, columns in (
+        (
+            "tracking_events",
+            ("all_mail", "machine_reason", "machine", "seconds_after_send", "proxy", "user_agent"),
+        ),
+        ("deliveries", ("human_clicked_at", "human_opened_at")),
+    ):
+        for column in columns:
+            op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
 
     with op.batch_alter_table("send_counters", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_send_counters_campaign_mailing_id"))
