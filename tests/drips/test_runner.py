@@ -3,6 +3,7 @@ server, with time moved by a manual clock."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -141,6 +142,60 @@ def test_a_welcome_series_branches_on_a_click_and_honours_its_delays(
     assert nodes["welcome"]["emails_clicked"] == 1
     assert (nodes["thanks"]["entered"], nodes["nudge"]["entered"]) == (1, 1)
     assert nodes["end"]["completed"] == 2
+
+
+def test_an_image_proxys_prefetch_is_not_an_open_but_a_person_reading_is(
+    api: Api,
+    client: TestClient,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    nodes = chain(
+        node("t", "trigger"),
+        node("hello", "email", campaign_mailing_id=hello),
+        node("day", "delay", amount=1, unit="days"),
+    )
+    condition = graph(
+        [
+            *json.loads(nodes)["nodes"],
+            node("opened", "condition", check="opened", node="hello"),
+            node("thanks", "email", campaign_mailing_id=make_mailing(api, subject="Thanks")),
+            node("nudge", "email", campaign_mailing_id=make_mailing(api, subject="Nudge")),
+        ],
+        [
+            *json.loads(nodes)["edges"],
+            edge("day", "opened"),
+            edge("opened", "thanks", "yes"),
+            edge("opened", "nudge", "no"),
+        ],
+    )
+    campaign = create(api, news, condition)
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=2))
+    pixels = {
+        m.rcpt_tos[0]: re.findall(
+            r'<img src="(https://mail\.example\.com/t/o/[^"]+)"', html_of(parsed(m))
+        )[0]
+        for m in smtp_server.messages
+    }
+    # Apple Mail Privacy Protection fetches Alex's images from Apple's network; Blake reads.
+    apple = TestClient(client.app, client=("17.58.63.4", 50000))
+    prefetch = {"user-agent": "Mozilla/5.0"}
+    assert apple.get(urlsplit(pixels["alex@example.com"]).path, headers=prefetch).status_code == 200
+    assert (
+        client.get(urlsplit(pixels["blake@example.com"]).path, headers=BROWSER).status_code == 200
+    )
+
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=10))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Hello", "Nudge"],
+        "blake@example.com": ["Hello", "Thanks"],
+    }
+    report_nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (report_nodes["hello"]["emails_sent"], report_nodes["hello"]["emails_opened"]) == (2, 1)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ Only campaign sends and drip emails count: test emails and previews never do.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -308,45 +309,49 @@ class _Batch:
             _merge(self.subscribers.setdefault(subscriber_id, (account_id, {}))[1], wanted)
 
     def apply(self, connection: Connection) -> None:
-        # In key order, so two transactions never wait on each other's rows in a circle.
-        for send_id, (account_id, mailing_id, deltas) in sorted(self.sends.items()):
-            _upsert(
-                connection,
-                SendCounter,
-                {"send_id": send_id, "account_id": account_id, "campaign_mailing_id": mailing_id},
-                deltas,
-            )
-        for (campaign_id, node_id), (account_id, deltas) in sorted(self.drip_emails.items()):
-            _upsert(
-                connection,
-                DripEmailCounter,
-                {
-                    "drip_campaign_id": campaign_id,
-                    "drip_node_id": node_id,
-                    "account_id": account_id,
-                },
-                deltas,
-            )
-        for (send_id, html_id, url), (account_id, deltas) in sorted(self.links.items()):
-            _upsert(
-                connection,
-                LinkCounter,
-                {
-                    "send_id": send_id,
-                    "html_id": html_id,
-                    "url_hash": url_hash(url),
-                    "target_url": url,
-                    "account_id": account_id,
-                },
-                deltas,
-            )
-        for subscriber_id, (account_id, deltas) in sorted(self.subscribers.items()):
-            _upsert(
-                connection,
-                SubscriberCounter,
-                {"subscriber_id": subscriber_id, "account_id": account_id},
-                deltas,
-            )
+        """One statement per counter table: every row it touches, in key order (so two
+        transactions never wait on each other's rows in a circle)."""
+        _upsert(
+            connection,
+            SendCounter,
+            [
+                ({"send_id": k, "account_id": account, "campaign_mailing_id": mailing}, deltas)
+                for k, (account, mailing, deltas) in sorted(self.sends.items())
+            ],
+        )
+        _upsert(
+            connection,
+            DripEmailCounter,
+            [
+                ({"drip_campaign_id": c, "drip_node_id": n, "account_id": account}, deltas)
+                for (c, n), (account, deltas) in sorted(self.drip_emails.items())
+            ],
+        )
+        _upsert(
+            connection,
+            LinkCounter,
+            [
+                (
+                    {
+                        "send_id": send_id,
+                        "html_id": html_id,
+                        "url_hash": url_hash(url),
+                        "target_url": url,
+                        "account_id": account,
+                    },
+                    deltas,
+                )
+                for (send_id, html_id, url), (account, deltas) in sorted(self.links.items())
+            ],
+        )
+        _upsert(
+            connection,
+            SubscriberCounter,
+            [
+                ({"subscriber_id": k, "account_id": account}, deltas)
+                for k, (account, deltas) in sorted(self.subscribers.items())
+            ],
+        )
 
 
 _SUBSCRIBER_COUNTS = ("sent", "delivered", "soft_bounced", "hard_bounced", "viewed", "clicked")
@@ -362,6 +367,12 @@ def url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
+_COUNTER_COLUMNS: dict[Any, tuple[str, ...]] = {
+    SendCounter: _COUNTS,
+    DripEmailCounter: _COUNTS,
+    LinkCounter: ("clicked", "human_clicked", "clicks"),
+    SubscriberCounter: ("sent", "delivered", "soft_bounced", "hard_bounced", "viewed", "clicked"),
+}
 _KEYS = {
     SendCounter: ["send_id"],
     DripEmailCounter: ["drip_campaign_id", "drip_node_id"],
@@ -370,17 +381,32 @@ _KEYS = {
 }
 
 
-def _upsert(connection: Connection, model: Any, row: dict[str, Any], deltas: _Deltas) -> None:
-    if not any(deltas.values()):
+def _upsert(
+    connection: Connection, model: Any, rows: Sequence[tuple[dict[str, Any], _Deltas]]
+) -> None:
+    """Add each row's deltas to its counter row, creating the rows that do not exist yet:
+    one statement, run for every row (each counter row once a batch)."""
+    if not rows:
         return
-    make = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    stmt = make(model).values(**row, **deltas)
+    counts = _COUNTER_COLUMNS[model]
+    values = [
+        {**key, **{name: deltas.get(name, 0) for name in counts}}
+        for key, deltas in rows
+        if any(deltas.values())
+    ]
+    if values:
+        connection.execute(_upsert_statement(connection.dialect.name, model), values)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, model: Any) -> Any:
+    # Built once per table: building an upsert costs more than running it.
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
     table = model.__table__
-    connection.execute(
-        stmt.on_conflict_do_update(
-            index_elements=_KEYS[model],
-            set_={name: table.c[name] + stmt.excluded[name] for name in deltas},
-        )
+    stmt = make(table)
+    return stmt.on_conflict_do_update(
+        index_elements=_KEYS[model],
+        set_={name: table.c[name] + stmt.excluded[name] for name in _COUNTER_COLUMNS[model]},
     )
 
 
@@ -408,34 +434,23 @@ def count_finished(
     connection: Connection, deliveries: Sequence[delivery_finished.Finished]
 ) -> None:
     """Count the messages a mail server has just answered for good."""
-    statuses = {d.delivery_id: d.status for d in deliveries if d.status in _STATUS_COUNTS}
-    if not statuses:
+    counted = [
+        d
+        for d in deliveries
+        if d.status in _STATUS_COUNTS and d.kind in (DeliveryKind.CAMPAIGN, DeliveryKind.DRIP)
+    ]
+    if not counted:
         return
-    rows = connection.execute(
-        select(
-            Delivery.id,
-            Delivery.account_id,
-            Delivery.kind,
-            Delivery.send_id,
-            Delivery.campaign_mailing_id,
-            Delivery.subscriber_id,
-            Delivery.drip_enrollment_id,
-            Delivery.drip_node_id,
-        ).where(
-            Delivery.id.in_(list(statuses)),
-            Delivery.kind.in_([DeliveryKind.CAMPAIGN, DeliveryKind.DRIP]),
-        )
-    ).all()
-    campaigns = _drip_campaigns(connection, (r.drip_enrollment_id for r in rows))
+    campaigns = _drip_campaigns(connection, (d.drip_enrollment_id for d in counted))
     batch = _Batch()
-    for r in rows:
-        deltas = _STATUS_COUNTS[DeliveryStatus(statuses[r.id])]
-        batch.add_subscriber(r.subscriber_id, r.account_id, deltas)
-        if r.kind == DeliveryKind.CAMPAIGN and r.send_id is not None:
-            batch.add_send(r.send_id, r.account_id, r.campaign_mailing_id, deltas)
-        campaign_id = campaigns.get(r.drip_enrollment_id or 0)
-        if r.kind == DeliveryKind.DRIP and campaign_id is not None and r.drip_node_id:
-            batch.add_drip_email(campaign_id, r.drip_node_id, r.account_id, deltas)
+    for d in counted:
+        deltas = _STATUS_COUNTS[DeliveryStatus(d.status)]
+        batch.add_subscriber(d.subscriber_id, d.account_id, deltas)
+        if d.kind == DeliveryKind.CAMPAIGN and d.send_id is not None:
+            batch.add_send(d.send_id, d.account_id, d.campaign_mailing_id, deltas)
+        campaign_id = campaigns.get(d.drip_enrollment_id or 0)
+        if d.kind == DeliveryKind.DRIP and campaign_id is not None and d.drip_node_id:
+            batch.add_drip_email(campaign_id, d.drip_node_id, d.account_id, deltas)
     batch.apply(connection)
 
 

@@ -89,6 +89,23 @@ class _Due:
     skip_reason: str | None = None
     held: bool = False
     drip_enrollment_id: int | None = None
+    drip_node_id: str | None = None
+    send_id: int | None = None
+    campaign_mailing_id: int = 0
+    subscriber_id: int | None = None
+
+    def finished(self, status: str) -> Finished:
+        return Finished(
+            self.id,
+            status,
+            self.account_id,
+            self.kind,
+            self.send_id,
+            self.campaign_mailing_id,
+            self.subscriber_id,
+            self.drip_enrollment_id,
+            self.drip_node_id,
+        )
 
 
 def has_due_deliveries(database: Database) -> bool:
@@ -186,6 +203,17 @@ _RECORD = (
         claim_token=None,
         claimed_until=None,
     )
+)
+
+
+_STILL_SENDING = (
+    select(_TABLE.c.id)
+    .where(
+        _TABLE.c.id.in_(bindparam("b_ids", expanding=True)),
+        _TABLE.c.claim_token == bindparam("b_token"),
+        _TABLE.c.status == DeliveryStatus.SENDING,
+    )
+    .with_for_update()
 )
 
 
@@ -377,22 +405,16 @@ def _record(
     held = {
         row[0]
         for row in connection.execute(
-            select(Delivery.id)
-            .where(
-                Delivery.id.in_([d.id for d, _ in replies]),
-                Delivery.claim_token == token,
-                Delivery.status == DeliveryStatus.SENDING,
-            )
-            .with_for_update()
+            _STILL_SENDING, {"b_ids": [d.id for d, _ in replies], "b_token": token}
         )
     }
     connection.execute(_RECORD, rows)
     finished(
         connection,
         [
-            Finished(row["b_id"], str(row["b_status"]))
-            for row in rows
-            if row["b_id"] in held and row["b_status"] in FINAL
+            delivery.finished(str(row["b_status"]))
+            for (delivery, _), row in zip(replies, rows, strict=True)
+            if delivery.id in held and row["b_status"] in FINAL
         ],
     )
 
@@ -548,9 +570,34 @@ def _release(
                 claimed_until=None,
                 **reply,
             )
-            .returning(Delivery.id)
+            .returning(
+                Delivery.id,
+                Delivery.account_id,
+                Delivery.kind,
+                Delivery.send_id,
+                Delivery.campaign_mailing_id,
+                Delivery.subscriber_id,
+                Delivery.drip_enrollment_id,
+                Delivery.drip_node_id,
+            )
         )
-        finished(connection, [Finished(row[0], DeliveryStatus.SOFT_BOUNCED) for row in given_up])
+        finished(
+            connection,
+            [
+                Finished(
+                    r.id,
+                    DeliveryStatus.SOFT_BOUNCED,
+                    r.account_id,
+                    r.kind,
+                    r.send_id,
+                    r.campaign_mailing_id,
+                    r.subscriber_id,
+                    r.drip_enrollment_id,
+                    r.drip_node_id,
+                )
+                for r in given_up
+            ],
+        )
         connection.execute(
             update(Delivery)
             .where(held)
@@ -577,6 +624,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Delivery.message_id,
             Delivery.send_id,
             Delivery.drip_enrollment_id,
+            Delivery.drip_node_id,
             Delivery.campaign_mailing_id,
             Delivery.subscriber_id,
             Delivery.subscription_list_id,
@@ -636,6 +684,10 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             content=out.content,
             recipient=recipient,
             drip_enrollment_id=r.drip_enrollment_id,
+            drip_node_id=r.drip_node_id,
+            send_id=r.send_id,
+            campaign_mailing_id=r.campaign_mailing_id,
+            subscriber_id=r.subscriber_id,
         )
         item.skip_reason = (
             skip_reason(r, left, blocked.get((r.account_id, r.email))) or out.skip_reason

@@ -15,10 +15,18 @@ from sqlalchemy import Connection
 
 @dataclass(frozen=True)
 class Finished:
-    """A delivery that has just reached a final status (a DeliveryStatus)."""
+    """A delivery that has just reached a final status (a DeliveryStatus), with what the
+    listeners count it by."""
 
     delivery_id: int
     status: str
+    account_id: int
+    kind: str  # a DeliveryKind
+    send_id: int | None
+    campaign_mailing_id: int
+    subscriber_id: int | None
+    drip_enrollment_id: int | None
+    drip_node_id: str | None
 
 
 Listener = Callable[[Connection, Sequence[Finished]], None]
