@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, insert, literal, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -19,6 +20,7 @@ from dripstone.subscribers.subscriptions import change_subscriptions
 from dripstone.tracking.models import TrackingEvent
 
 OPEN, CLICK, UNSUBSCRIBE = "open", "click", "unsubscribe"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -322,24 +324,41 @@ def _seconds_after_send(delivery: Any, at: datetime) -> float | None:
 
 
 def _stamp_first(session: Session, column: str, at_by_id: dict[int, datetime]) -> set[int]:
-    """Set `column` on the deliveries where it is still empty, each to its own time, in one
-    statement; the ids it was set on."""
-    target = _DELIVERIES.c[column]
-    stamped: set[int] = set()
+    """Set `column` on the deliveries where it is still empty, each to its own time; the ids
+    it was set on. For one delivery the count of rows changed says whether it was; for
+    several, the caller holds their rows locked (see `_locked_deliveries`) and knows they
+    are all still empty, which the count confirms."""
+    if not at_by_id:
+        return set()
     items = sorted(at_by_id.items())
-    for start in range(0, len(items), _LOCK_CHUNK):
-        chunk = items[start : start + _LOCK_CHUNK]
-        value = case(
-            *((_DELIVERIES.c.id == i, literal(at, type_=UTCDateTime())) for i, at in chunk)
-        )
-        rows = session.execute(
-            update(_DELIVERIES)
-            .where(_DELIVERIES.c.id.in_([i for i, _ in chunk]), target.is_(None))
-            .values({column: value})
-            .returning(_DELIVERIES.c.id)
-        )
-        stamped.update(row[0] for row in rows)
-    return stamped
+    changed = session.execute(  # type: ignore[attr-defined]
+        _STAMPS[column], [{"b_id": i, "b_at": at} for i, at in items]
+    ).rowcount
+    if len(items) == 1:
+        return set(at_by_id) if changed == 1 else set()
+    if changed == len(items):
+        return set(at_by_id)
+    # Not reached while the caller holds the locks; if it ever is, count what holds our time.
+    log.error("%s: %s of %s locked deliveries stamped", column, changed, len(items))
+    found = session.execute(
+        select(_DELIVERIES.c.id, _DELIVERIES.c[column]).where(_DELIVERIES.c.id.in_(list(at_by_id)))
+    )
+    return {i for i, at in found if at == at_by_id[i]}
+
+
+# Built once: per batch, building statements cost more than running them.
+_STAMPS = {
+    column: update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c[column].is_(None))
+    .values({column: bindparam("b_at", type_=UTCDateTime())})
+    for column in (
+        "opened_at",
+        "human_opened_at",
+        "clicked_at",
+        "human_clicked_at",
+        "unsubscribed_at",
+    )
+}
 
 
 @dataclass(frozen=True)
