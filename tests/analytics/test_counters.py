@@ -4,6 +4,7 @@ against what a rebuild from the rows says, and every number of the API that read
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dripstone import clock, db
 from dripstone.analytics import counters
@@ -394,3 +395,70 @@ def totals_in(session: Any, send_uuid: str) -> dict[str, int]:
         select(CampaignMailingSend).where(CampaignMailingSend.uuid == send_uuid)
     ).one()
     return asdict(counters.send_totals(session, send.account_id, send.id))
+
+
+def wait_for_a_lock_wait(database: db.Database) -> bool:
+    """Whether a session of the database comes to wait for a row lock (within 30 s)."""
+    deadline = threading.Event()
+    for _ in range(3000):
+        with database.reader.connect() as connection:
+            waiting = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database() AND query LIKE '%deliveries%'"
+                )
+            ).scalar_one()
+        if waiting:
+            return True
+        deadline.wait(0.01)
+    return False
+
+
+def test_two_writers_recording_the_same_recipients_clicks_at_once_count_them_once(
+    api: Api,
+    postgres: db.Database,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    news = make_list(api, "News")
+    add_subscribers(api, news, [{"email": "alex@example.com"}])
+    blast = send(api, make_mailing(api, subject="Spring"), news)["campaign_mailing_send_id"]
+    run_for(run_tick, manual_clock, timedelta(minutes=1))
+    with postgres.read_sessions() as session:
+        delivery_id = session.scalars(select(Delivery.id)).one()
+
+    def click() -> tracking.Hit:
+        return tracking.Hit(
+            tracking.CLICK,
+            delivery_id,
+            clock.now(),
+            BROWSER["user-agent"],
+            "192.0.2.7",
+            1,
+            "https://shop.example.com/sale",
+        )
+
+    # The first writer has recorded its click but not committed when the second records.
+    second_done = threading.Event()
+    with postgres.transaction() as first:
+        tracking.record_hits(first, [click()])
+
+        def second() -> None:
+            with postgres.transaction() as session:
+                tracking.record_hits(session, [click()])
+            second_done.set()
+
+        worker = threading.Thread(target=second)
+        worker.start()
+        assert wait_for_a_lock_wait(postgres), "the second writer never waited for the first"
+    worker.join(timeout=30)
+    assert second_done.is_set()
+
+    found = totals(postgres, blast)
+    assert (found["viewed"], found["clicked"], found["human_clicked"]) == (1, 1, 1)
+    with postgres.read_sessions() as session:
+        send_row = session.scalars(select(CampaignMailingSend)).one()
+        (link,) = counters.link_clicks(session, send_row.account_id, send_row.id)
+    assert (link.clicked, link.human_clicked, link.clicks) == (1, 1, 2)
+    assert rebuilt(postgres) == snapshot(postgres)
