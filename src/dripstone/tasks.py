@@ -1,7 +1,7 @@
 """Every domain's registrations: Huey tasks, job steps, what each kind of delivery says,
-account set-up, message counts. Importing this module registers them all."""
+account set-up, message counts, the analytics counters. Importing this module registers them all."""
 
-from dripstone.delivery import outcomes as delivery_outcomes
+from dripstone.analytics import counters as analytics_counters
 from dripstone.delivery import tasks as delivery_tasks
 from dripstone.drips import outgoing as drips_outgoing
 from dripstone.drips import tasks as drips_tasks
@@ -12,7 +12,7 @@ from dripstone.mailings import service as mailings_service
 from dripstone.subscribers import subscriptions as subscriptions_service
 
 __all__ = [
-    "delivery_outcomes",
+    "analytics_counters",
     "delivery_tasks",
     "drips_outgoing",
     "drips_tasks",

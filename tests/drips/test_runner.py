@@ -3,6 +3,7 @@ server, with time moved by a manual clock."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -33,6 +34,7 @@ from tests.mailings.helpers import (
 from tests.subscribers.helpers import internal_id
 
 Tick = Callable[[], None]
+BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"}
 
 
 def subjects_by_recipient(server: SmtpTestServer) -> dict[str, list[str]]:
@@ -113,7 +115,10 @@ def test_a_welcome_series_branches_on_a_click_and_honours_its_delays(
     link = re.findall(
         r'href="(https://mail\.example\.com/t/c/[^"]+)"', html_of(parsed(welcome_alex))
     )[0]
-    assert client.get(urlsplit(link).path, follow_redirects=False).status_code == 302
+    # A person: a browser, minutes after the message arrived.
+    assert (
+        client.get(urlsplit(link).path, headers=BROWSER, follow_redirects=False).status_code == 302
+    )
 
     run_for(run_tick, manual_clock, timedelta(hours=23, minutes=50))
     assert len(smtp_server.messages) == 2  # the day has not passed
@@ -137,6 +142,102 @@ def test_a_welcome_series_branches_on_a_click_and_honours_its_delays(
     assert nodes["welcome"]["emails_clicked"] == 1
     assert (nodes["thanks"]["entered"], nodes["nudge"]["entered"]) == (1, 1)
     assert nodes["end"]["completed"] == 2
+
+
+def test_an_image_proxys_prefetch_is_not_an_open_but_a_person_reading_is(
+    api: Api,
+    client: TestClient,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+) -> None:
+    hello = make_mailing(api, subject="Hello")
+    nodes = chain(
+        node("t", "trigger"),
+        node("hello", "email", campaign_mailing_id=hello),
+        node("day", "delay", amount=1, unit="days"),
+    )
+    condition = graph(
+        [
+            *json.loads(nodes)["nodes"],
+            node("opened", "condition", check="opened", node="hello"),
+            node("thanks", "email", campaign_mailing_id=make_mailing(api, subject="Thanks")),
+            node("nudge", "email", campaign_mailing_id=make_mailing(api, subject="Nudge")),
+        ],
+        [
+            *json.loads(nodes)["edges"],
+            edge("day", "opened"),
+            edge("opened", "thanks", "yes"),
+            edge("opened", "nudge", "no"),
+        ],
+    )
+    campaign = create(api, news, condition)
+    start(api, campaign)
+    run_for(run_tick, manual_clock, timedelta(minutes=2))
+    pixels = {
+        m.rcpt_tos[0]: re.findall(
+            r'<img src="(https://mail\.example\.com/t/o/[^"]+)"', html_of(parsed(m))
+        )[0]
+        for m in smtp_server.messages
+    }
+    # Apple Mail Privacy Protection fetches Alex's images from Apple's network; Blake reads.
+    apple = TestClient(client.app, client=("17.58.63.4", 50000))
+    prefetch = {"user-agent": "Mozilla/5.0"}
+    assert apple.get(urlsplit(pixels["alex@example.com"]).path, headers=prefetch).status_code == 200
+    assert (
+        client.get(urlsplit(pixels["blake@example.com"]).path, headers=BROWSER).status_code == 200
+    )
+
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=10))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Hello", "Nudge"],
+        "blake@example.com": ["Hello", "Thanks"],
+    }
+    report_nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (report_nodes["hello"]["emails_sent"], report_nodes["hello"]["emails_opened"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "scanner",
+    [
+        {"user-agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"},
+        {"user-agent": "python-requests/2.31.0"},
+        {"user-agent": ""},
+        BROWSER,  # but at once: nobody reads and clicks within seconds of delivery
+    ],
+)
+def test_a_link_scanners_click_does_not_take_the_yes_branch(
+    api: Api,
+    client: TestClient,
+    news: str,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    scanner: dict[str, str],
+) -> None:
+    campaign = create(api, news, welcome_series(api))
+    start(api, campaign)
+    run_tick()
+    run_tick()
+    (welcome_alex,) = [m for m in smtp_server.messages if m.rcpt_tos == ["alex@example.com"]]
+    links = re.findall(
+        r'href="(https://mail\.example\.com/t/c/[^"]+)"', html_of(parsed(welcome_alex))
+    )
+    if scanner is not BROWSER:
+        manual_clock.advance(timedelta(minutes=2))
+    for link in links:  # scanners follow every link
+        response = client.get(urlsplit(link).path, headers=scanner, follow_redirects=False)
+        assert response.status_code == 302  # the scanner still gets the page
+
+    run_for(run_tick, manual_clock, timedelta(days=1, minutes=10))
+    assert subjects_by_recipient(smtp_server) == {
+        "alex@example.com": ["Welcome Alex", "Did you see this?"],
+        "blake@example.com": ["Welcome friend", "Did you see this?"],
+    }
+    nodes = {n["id"]: n for n in report(api, campaign)["nodes"]}
+    assert (nodes["welcome"]["emails_sent"], nodes["welcome"]["emails_clicked"]) == (2, 0)
+    assert nodes["thanks"]["entered"] == 0
 
 
 def test_pause_holds_everyone_and_resume_runs_what_fell_due_once(

@@ -30,5 +30,6 @@ Modules:
     audience      who may be sent to: one answer for every path
     dispatcher    claims due deliveries, sends them, records the replies, exactly once
     recovery      takes back the claims of dispatchers that died
-    outcomes      counts by status and per subscriber, the last deferral
+    outcomes      counts by status, the last deferral
+    finished      tells the domains above which deliveries just reached a final status
 """

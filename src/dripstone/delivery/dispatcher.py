@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock, leases
 from dripstone.db import Database, UTCDateTime
 from dripstone.delivery.audience import skip_reason, unsendable, unsubscribed_pairs
+from dripstone.delivery.finished import Finished, finished
 from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
 from dripstone.delivery.mime import UnsafeHeaderError, new_message_id
 from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus, Suppression
@@ -88,6 +89,23 @@ class _Due:
     skip_reason: str | None = None
     held: bool = False
     drip_enrollment_id: int | None = None
+    drip_node_id: str | None = None
+    send_id: int | None = None
+    campaign_mailing_id: int = 0
+    subscriber_id: int | None = None
+
+    def finished(self, status: str) -> Finished:
+        return Finished(
+            self.id,
+            status,
+            self.account_id,
+            self.kind,
+            self.send_id,
+            self.campaign_mailing_id,
+            self.subscriber_id,
+            self.drip_enrollment_id,
+            self.drip_node_id,
+        )
 
 
 def has_due_deliveries(database: Database) -> bool:
@@ -185,6 +203,17 @@ _RECORD = (
         claim_token=None,
         claimed_until=None,
     )
+)
+
+
+_STILL_SENDING = (
+    select(_TABLE.c.id)
+    .where(
+        _TABLE.c.id.in_(bindparam("b_ids", expanding=True)),
+        _TABLE.c.claim_token == bindparam("b_token"),
+        _TABLE.c.status == DeliveryStatus.SENDING,
+    )
+    .with_for_update()
 )
 
 
@@ -371,7 +400,23 @@ def _record(
                 "b_next_attempt_at": retry_at,
             }
         )
+    # The rows this claim still holds, locked so that the recovery sweep cannot take them
+    # between this read and the update: exactly these change, and are counted once.
+    held = {
+        row[0]
+        for row in connection.execute(
+            _STILL_SENDING, {"b_ids": [d.id for d, _ in replies], "b_token": token}
+        )
+    }
     connection.execute(_RECORD, rows)
+    finished(
+        connection,
+        [
+            delivery.finished(str(row["b_status"]))
+            for (delivery, _), row in zip(replies, rows, strict=True)
+            if delivery.id in held and row["b_status"] in FINAL
+        ],
+    )
 
 
 def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
@@ -515,7 +560,7 @@ def _release(
             Delivery.id.in_(chosen), Delivery.claim_token == token, Delivery.status == status
         )
         reply = {"smtp_code": outcome.code, "smtp_reply": outcome.reply[:2000]}
-        connection.execute(
+        given_up = connection.execute(
             update(Delivery)
             .where(held, too_old)
             .values(
@@ -525,6 +570,33 @@ def _release(
                 claimed_until=None,
                 **reply,
             )
+            .returning(
+                Delivery.id,
+                Delivery.account_id,
+                Delivery.kind,
+                Delivery.send_id,
+                Delivery.campaign_mailing_id,
+                Delivery.subscriber_id,
+                Delivery.drip_enrollment_id,
+                Delivery.drip_node_id,
+            )
+        )
+        finished(
+            connection,
+            [
+                Finished(
+                    r.id,
+                    DeliveryStatus.SOFT_BOUNCED,
+                    r.account_id,
+                    r.kind,
+                    r.send_id,
+                    r.campaign_mailing_id,
+                    r.subscriber_id,
+                    r.drip_enrollment_id,
+                    r.drip_node_id,
+                )
+                for r in given_up
+            ],
         )
         connection.execute(
             update(Delivery)
@@ -552,6 +624,7 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             Delivery.message_id,
             Delivery.send_id,
             Delivery.drip_enrollment_id,
+            Delivery.drip_node_id,
             Delivery.campaign_mailing_id,
             Delivery.subscriber_id,
             Delivery.subscription_list_id,
@@ -611,6 +684,10 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
             content=out.content,
             recipient=recipient,
             drip_enrollment_id=r.drip_enrollment_id,
+            drip_node_id=r.drip_node_id,
+            send_id=r.send_id,
+            campaign_mailing_id=r.campaign_mailing_id,
+            subscriber_id=r.subscriber_id,
         )
         item.skip_reason = (
             skip_reason(r, left, blocked.get((r.account_id, r.email))) or out.skip_reason

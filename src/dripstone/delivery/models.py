@@ -103,8 +103,12 @@ class Delivery(AccountOwned, Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The first open and click of any kind (a click counts as an open), and the first a
+    # person made (not an image proxy's prefetch or a link scanner).
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
+    human_opened_at: Mapped[datetime | None]
+    human_clicked_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
 
 

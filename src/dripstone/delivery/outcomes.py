@@ -1,22 +1,13 @@
-"""What deliveries came to: counts by status, each subscriber's messages (`with_stats`), and
-the last answer of a mail server that deferred one."""
+"""What deliveries came to: counts by status, and the last answer of a mail server that
+deferred one."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    case,
-    func,
-    select,
-)
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
-from dripstone.delivery.kinds import DeliveryKind
-from dripstone.delivery.models import SENT, Delivery, DeliveryStatus
-from dripstone.subscribers import service as subscribers_service
+from dripstone.delivery.models import Delivery, DeliveryStatus
 
 
 def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
@@ -27,39 +18,6 @@ def status_counts(connection: Connection, *conditions: Any) -> dict[str, int]:
         .group_by(Delivery.status)
     )
     return {row.status: row.n for row in rows}
-
-
-@subscribers_service.count_messages_with
-def subscriber_counts(
-    session: Session, account_id: int, subscriber_ids: Sequence[int]
-) -> dict[int, dict[str, int]]:
-    """Per subscriber of the account: their campaign and drip messages sent (see SENT),
-    delivered, opened, clicked, soft-bounced (given up after retries) and hard-bounced.
-    Test emails and previews never count; messages not sent yet count once answered."""
-    if not subscriber_ids:
-        return {}
-    rows = session.execute(
-        select(
-            Delivery.subscriber_id,
-            func.count(case((Delivery.status.in_(SENT), 1))).label("deliveries"),
-            func.count(case((Delivery.status == DeliveryStatus.DELIVERED, 1))).label("delivered"),
-            func.count(Delivery.opened_at).label("opened"),
-            func.count(Delivery.clicked_at).label("clicked"),
-            func.count(case((Delivery.status == DeliveryStatus.SOFT_BOUNCED, 1))).label(
-                "soft_bounced"
-            ),
-            func.count(case((Delivery.status == DeliveryStatus.HARD_BOUNCED, 1))).label(
-                "hard_bounced"
-            ),
-        )
-        .where(
-            Delivery.account_id == account_id,
-            Delivery.subscriber_id.in_(subscriber_ids),
-            Delivery.kind.in_([k for k in DeliveryKind if k.to_members]),
-        )
-        .group_by(Delivery.subscriber_id)
-    )
-    return {row.subscriber_id: dict(row._mapping) for row in rows}
 
 
 def last_deferral(connection: Connection, *conditions: Any) -> Any:

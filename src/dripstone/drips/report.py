@@ -3,7 +3,7 @@ emails sent, opened and clicked; and its enrollments, a page at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -13,7 +13,6 @@ from dripstone.db import (
     AccountScope,
 )
 from dripstone.delivery import audience
-from dripstone.delivery.models import Delivery
 from dripstone.drips.graph import (
     parse_graph,
 )
@@ -28,6 +27,24 @@ from dripstone.subscribers.models import (
     Subscription,
     SubscriptionList,
 )
+
+# Per email node of a drip campaign: its messages' counts (sent, opened, clicked, ...). They
+# are the analytics domain's counters, above this one, so it registers how they are read.
+EmailCounts = Callable[[Session, int, int], dict[str, dict[str, int]]]
+_email_counts: EmailCounts | None = None
+
+
+def counts_emails_with(count: EmailCounts) -> EmailCounts:
+    """Register how a campaign's email nodes are counted (done once, by analytics)."""
+    global _email_counts
+    _email_counts = count
+    return count
+
+
+def _emails(session: Session, account_id: int, campaign_id: int) -> dict[str, dict[str, int]]:
+    if _email_counts is None:
+        raise RuntimeError("no drip email counter registered: import dripstone.tasks first")
+    return _email_counts(session, account_id, campaign_id)
 
 
 def _still_in() -> Any:
@@ -103,25 +120,13 @@ def report(
         .group_by(DripEnrollment.node_id, DripEnrollment.state)
     ):
         here[(node_id, state)] = n
-    emails: dict[str | None, tuple[int, int, int]] = {}
-    for email_node, sent, opened, clicked in session.execute(
-        select(
-            Delivery.drip_node_id,
-            func.count(Delivery.sent_at),
-            func.count(Delivery.opened_at),
-            func.count(Delivery.clicked_at),
-        )
-        .join(DripEnrollment, DripEnrollment.id == Delivery.drip_enrollment_id)
-        .where(DripEnrollment.drip_campaign_id == campaign.id)
-        .group_by(Delivery.drip_node_id)
-    ):
-        emails[email_node] = (sent, opened, clicked)
+    emails = _emails(session, campaign.account_id, campaign.id)
     nodes = []
     for node_id, node in graph.nodes.items():
         waiting = here.get((node_id, EnrollmentState.ACTIVE), 0)
         exited = here.get((node_id, EnrollmentState.EXITED), 0)
         count = entered.get(node_id, 0)
-        sent, opened, clicked = emails.get(node_id, (0, 0, 0))
+        email = emails.get(node_id, {})
         nodes.append(
             {
                 "id": node_id,
@@ -130,9 +135,10 @@ def report(
                 "waiting": waiting,
                 "completed": max(count - waiting - exited, 0),
                 "exited": exited,
-                "emails_sent": sent,
-                "emails_opened": opened,
-                "emails_clicked": clicked,
+                "emails_sent": email.get("sent", 0),
+                # People, not image proxies or link scanners: what the drip's conditions see.
+                "emails_opened": email.get("human_opened", 0),
+                "emails_clicked": email.get("human_clicked", 0),
             }
         )
     rows = session.execute(

@@ -58,6 +58,7 @@ from dripstone.subscribers.models import (
     SubscriptionList,
 )
 from dripstone.tracking.models import TrackingEvent
+from dripstone.tracking.service import CLICK
 
 log = logging.getLogger(__name__)
 
@@ -470,12 +471,14 @@ def _list_members(
 def _engagement(
     session: Session, enrollment_ids: Sequence[int]
 ) -> tuple[dict[int, set[str]], dict[int, dict[str, set[str]]]]:
-    """Which email nodes each enrollment opened, and what it clicked in each."""
+    """Which email nodes each enrollment opened, and what it clicked in each: a person's
+    opens and clicks only, never an image proxy's prefetch or a link scanner's."""
     opened: dict[int, set[str]] = {}
     clicked: dict[int, dict[str, set[str]]] = {}
     for enrollment_id, node_id in session.execute(
         select(Delivery.drip_enrollment_id, Delivery.drip_node_id).where(
-            Delivery.drip_enrollment_id.in_(enrollment_ids), Delivery.opened_at.is_not(None)
+            Delivery.drip_enrollment_id.in_(enrollment_ids),
+            Delivery.human_opened_at.is_not(None),
         )
     ):
         if enrollment_id is not None and node_id is not None:
@@ -483,7 +486,11 @@ def _engagement(
     for enrollment_id, node_id, url in session.execute(
         select(Delivery.drip_enrollment_id, Delivery.drip_node_id, TrackingEvent.url)
         .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
-        .where(Delivery.drip_enrollment_id.in_(enrollment_ids), TrackingEvent.kind == "click")
+        .where(
+            Delivery.drip_enrollment_id.in_(enrollment_ids),
+            TrackingEvent.kind == CLICK,
+            TrackingEvent.machine.is_(False),
+        )
     ):
         if enrollment_id is not None and node_id is not None and url is not None:
             clicked.setdefault(enrollment_id, {}).setdefault(node_id, set()).add(url)

@@ -59,9 +59,9 @@ def _send(scope: AccountScope, send: CampaignMailingSend) -> schemas.SendResourc
     mailing = scope.by_id(CampaignMailing, send.campaign_mailing_id)
     lst = scope.by_id(SubscriptionList, send.subscription_list_id or 0)
     segment = scope.by_id(DynamicList, send.dynamic_list_id or 0)
-    counts = service.send_counts(session, [send.id]).get(send.id) or schemas.SendCounts(
-        **dict.fromkeys(schemas.SendCounts.model_fields, 0)
-    )
+    counts = service.send_counts(session, scope.account_id, [send.id]).get(
+        send.id
+    ) or schemas.SendCounts(**dict.fromkeys(schemas.SendCounts.model_fields, 0))
     return schemas.SendResource(
         id=send.uuid,
         attributes=schemas.SendAttributes(

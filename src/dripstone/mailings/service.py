@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -94,7 +94,7 @@ def list_mailings(
     if paginate:
         stmt = stmt.limit(items).offset((page - 1) * items)
     mailings = searched(scope.session, stmt) if search else list(scope.session.scalars(stmt))
-    counts = mailing_counts(scope.session, [m.id for m in mailings])
+    counts = mailing_counts(scope.session, scope.account_id, [m.id for m in mailings])
     return [(m, _list_attributes(m, counts.get(m.id, {}))) for m in mailings]
 
 
@@ -114,48 +114,82 @@ def _list_attributes(m: CampaignMailing, counts: dict[str, int]) -> schemas.Mail
     )
 
 
+# Sends' and mailings' numbers (sent, delivered, bounced, opened, clicked, unsubscribed) are
+# the analytics domain's counters, above this one, so it registers how they are read.
+Counts = Callable[[Session, int, Sequence[int]], dict[int, dict[str, int]]]
+_send_counters: Counts | None = None
+_mailing_counters: Counts | None = None
+
+
+def counts_sends_with(count: Counts) -> Counts:
+    """Register how sends' numbers are read (done once, by the analytics domain)."""
+    global _send_counters
+    _send_counters = count
+    return count
+
+
+def counts_mailings_with(count: Counts) -> Counts:
+    """Register how mailings' numbers are read (done once, by the analytics domain)."""
+    global _mailing_counters
+    _mailing_counters = count
+    return count
+
+
+def _counted(count: Counts | None, session: Session, account_id: int, ids: Sequence[int]) -> Any:
+    if count is None:
+        raise RuntimeError("no counter of sends registered: import dripstone.tasks first")
+    return count(session, account_id, ids)
+
+
 def _count_if(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _delivery_counts(key: Any) -> Any:
-    return select(
-        key.label("key"),
-        func.count().label("recipients"),
-        _count_if(Delivery.status.in_(delivery_models.SENT)).label("sent"),
-        _count_if(Delivery.status == DeliveryStatus.DELIVERED).label("delivered"),
-        _count_if(Delivery.status.in_(delivery_models.BOUNCED)).label("bounced"),
-        _count_if(Delivery.status == DeliveryStatus.SOFT_BOUNCED).label("soft_bounced"),
-        _count_if(Delivery.status == DeliveryStatus.HARD_BOUNCED).label("hard_bounced"),
-        _count_if(Delivery.status == DeliveryStatus.SKIPPED).label("skipped"),
-        _count_if(Delivery.status == DeliveryStatus.FAILED).label("failed"),
-        _count_if(Delivery.status.not_in(delivery_models.FINAL)).label("pending"),
-        _count_if(Delivery.opened_at.is_not(None)).label("opened"),
-        _count_if(Delivery.clicked_at.is_not(None)).label("clicked"),
-        _count_if(Delivery.unsubscribed_at.is_not(None)).label("unsubscribed"),
-    ).where(Delivery.kind == DeliveryKind.CAMPAIGN)
-
-
-def mailing_counts(session: Session, mailing_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """Per mailing: campaign deliveries sent, delivered, opened, clicked, bounced, unsubscribed."""
+def mailing_counts(
+    session: Session, account_id: int, mailing_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """Per mailing: its campaign sends' sent, delivered, opened, clicked, bounced and
+    unsubscribed (the analytics counters)."""
     if not mailing_ids:
         return {}
-    stmt = _delivery_counts(Delivery.campaign_mailing_id)
-    rows = session.execute(
-        stmt.where(Delivery.campaign_mailing_id.in_(mailing_ids)).group_by(
-            Delivery.campaign_mailing_id
-        )
-    )
-    return {row.key: dict(row._mapping) for row in rows}
+    found: dict[int, dict[str, int]] = _counted(_mailing_counters, session, account_id, mailing_ids)
+    return found
 
 
-def send_counts(session: Session, send_ids: Sequence[int]) -> dict[int, schemas.SendCounts]:
-    """Per send: how its deliveries stand."""
+def send_counts(
+    session: Session, account_id: int, send_ids: Sequence[int]
+) -> dict[int, schemas.SendCounts]:
+    """Per send: how its deliveries stand. Progress (recipients, pending, skipped, failed) is
+    counted from the deliveries' statuses; what the messages came to, from the counters."""
     if not send_ids:
         return {}
-    stmt = _delivery_counts(Delivery.send_id)
-    rows = session.execute(stmt.where(Delivery.send_id.in_(send_ids)).group_by(Delivery.send_id))
-    return {row.key: schemas.SendCounts.model_validate(dict(row._mapping)) for row in rows}
+    progress = session.execute(
+        select(
+            Delivery.send_id,
+            func.count().label("recipients"),
+            _count_if(Delivery.status == DeliveryStatus.SKIPPED).label("skipped"),
+            _count_if(Delivery.status == DeliveryStatus.FAILED).label("failed"),
+            _count_if(Delivery.status.not_in(delivery_models.FINAL)).label("pending"),
+        )
+        .where(Delivery.kind == DeliveryKind.CAMPAIGN, Delivery.send_id.in_(send_ids))
+        .group_by(Delivery.send_id)
+    )
+    counted = _counted(_send_counters, session, account_id, send_ids)
+    return {
+        row.send_id: schemas.SendCounts.model_validate(
+            {
+                "recipients": row.recipients,
+                "skipped": row.skipped,
+                "failed": row.failed,
+                "pending": row.pending,
+                **{k: v for k, v in counted.get(row.send_id, {}).items() if k in _SEND_FIELDS},
+            }
+        )
+        for row in progress
+    }
+
+
+_SEND_FIELDS = set(schemas.SendCounts.model_fields)
 
 
 def get_mailing(scope: AccountScope, mailing_id: str) -> CampaignMailing:
@@ -553,7 +587,7 @@ def _queue_batch(
 
 def _follow(scope: AccountScope, send: CampaignMailingSend, job: Job) -> StepResult:
     """Bring the job's counts up to date; finish once every delivery is final."""
-    counts = send_counts(scope.session, [send.id]).get(send.id)
+    counts = send_counts(scope.session, scope.account_id, [send.id]).get(send.id)
     if counts is None:
         counts = schemas.SendCounts(**dict.fromkeys(schemas.SendCounts.model_fields, 0))
     finished = counts.recipients - counts.pending

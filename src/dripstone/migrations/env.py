@@ -9,6 +9,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import DateTime
 
 import dripstone.accounts.models
+import dripstone.analytics.models
 import dripstone.delivery.models
 import dripstone.drips.models
 import dripstone.idempotency.models

@@ -212,14 +212,14 @@ def resolve_subscribers(scope: AccountScope, public_ids: Sequence[str], field: s
     return [found[pid] for pid in wanted]
 
 
-# Per subscriber of the account: the counts of `with_stats` statistics. Messages belong to the
-# delivery domain, above this one, so it registers the counting here.
+# Per subscriber of the account: the counts of `with_stats` statistics. Messages and their
+# counters belong to the domains above this one, so the analytics domain registers them here.
 MessageCounts = Callable[[Session, int, Sequence[int]], dict[int, dict[str, int]]]
 _count_messages: MessageCounts | None = None
 
 
 def count_messages_with(count: MessageCounts) -> MessageCounts:
-    """Register how subscribers' messages are counted (done once, by the delivery domain)."""
+    """Register how subscribers' messages are counted (done once, by the analytics domain)."""
     global _count_messages
     _count_messages = count
     return count
