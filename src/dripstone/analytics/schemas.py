@@ -49,9 +49,9 @@ class ClickerCustomField(BaseModel):
 
 
 class ClickerAttributes(BaseModel):
-    email: str | SkipJsonSchema[None] = None
-    first_name: str | SkipJsonSchema[None] = None
-    last_name: str | SkipJsonSchema[None] = None
+    email: str = Field(description='"" for a subscriber known by phone only')
+    first_name: str
+    last_name: str
     custom_fields: list[ClickerCustomField]
 
 

@@ -269,16 +269,13 @@ def link_clickers(
     for batch in result.partitions():
         values = _custom_values(session, [row.id for row in batch])
         for row in batch:
+            # Strings, never null, like every subscriber answer of the API.
             attributes: Row = {
-                name: value
-                for name, value in (
-                    ("email", row.email),
-                    ("first_name", row.first_name),
-                    ("last_name", row.last_name),
-                )
-                if value is not None
+                "email": row.email or "",
+                "first_name": row.first_name or "",
+                "last_name": row.last_name or "",
+                "custom_fields": values.get(row.id, []),
             }
-            attributes["custom_fields"] = values.get(row.id, [])
             yield {"id": row.uuid, "type": "subscriber", "attributes": attributes}
 
 
