@@ -38,6 +38,7 @@ from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
 from dripstone.tracking import api as tracking_api
+from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         consumer, ticker, heartbeat = None, None, None
+        tracking_writer.start(db.database())
         if run_consumer:
             jobs_tasks.optimize_database.call_local()
             jobs_service.recover_jobs(db.database())
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
                 consumer.stop(graceful=True)
             if heartbeat is not None:  # after the consumer: its last tasks keep their claims
                 heartbeat.stop()
+            await tracking_writer.stop()  # the server has answered its last request
 
     app = FastAPI(
         title="Dripstone",
