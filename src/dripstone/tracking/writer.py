@@ -113,11 +113,17 @@ class HitWriter:
         if not self._accepting:
             found = await run_in_threadpool(record_alone, self.database, hit, self._record)
             return hit.delivery_id in found
+        # A recipient who hangs up cancels the request, not the hit: it is committed anyway.
+        return await asyncio.shield(self.submit(hit))
+
+    def submit(self, hit: Hit) -> asyncio.Future[bool]:
+        """Hand `hit` to the running writer; the future is `record`'s answer."""
+        if not self._accepting:
+            raise RuntimeError("the hit writer is not running")
         loop = asyncio.get_running_loop()
         pending = _Pending(hit, loop.create_future(), loop.time())
         self._queue.put_nowait(pending)
-        # A recipient who hangs up cancels the request, not the hit: it is committed anyway.
-        return await asyncio.shield(pending.committed)
+        return pending.committed
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
