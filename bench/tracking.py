@@ -170,6 +170,8 @@ def follow_send(
     timeout: float,
     seconds_after: float,
     outcome: dict[str, str],
+    server_pid: int,
+    cpu_marks: list[float],
 ) -> None:
     started = time.monotonic()
     try:
@@ -185,6 +187,7 @@ def follow_send(
             time.sleep(POLL_SECONDS)
     finally:
         send_done.set()
+        cpu_marks.append(sum(tree_cpu(server_pid).values()))
         time.sleep(seconds_after)
         done.set()
 
@@ -242,7 +245,7 @@ def main() -> None:
                 client.post(f"{API}/campaign_mailings", json={"campaign_mailing": mailing})
             )["id"]
             print(f"  loaded {args.messages:,} subscribers")
-            cpu_before = sum(tree_cpu(server.root_pid).values())
+            cpu_marks = [sum(tree_cpu(server.root_pid).values())]
             own_before = _own_cpu()
             sent_before = sink.count
             body = {
@@ -258,14 +261,19 @@ def main() -> None:
             follower = threading.Thread(
                 target=follow_send,
                 args=(client, jid, database, delivered, send_done, done, args.timeout),
-                kwargs={"seconds_after": args.seconds_after, "outcome": outcome},
+                kwargs={
+                    "seconds_after": args.seconds_after,
+                    "outcome": outcome,
+                    "server_pid": server.root_pid,
+                    "cpu_marks": cpu_marks,
+                },
             )
             follower.start()
             hits = asyncio.run(
                 recipients(server.base, args.clients, args.click_share, delivered, send_done, done)
             )
             follower.join()
-            server_cpu = sum(tree_cpu(server.root_pid).values()) - cpu_before
+            cpu_marks.append(sum(tree_cpu(server.root_pid).values()))
             own_cpu = _own_cpu() - own_before
             sent = sink.count - sent_before
             recorded = events_by_kind(database)
@@ -275,7 +283,9 @@ def main() -> None:
         raise SystemExit(1)
     answered: Counter[str] = Counter()
     width = 36
-    for name, phase in hits.items():
+    for (name, phase), cpu in zip(
+        hits.items(), (cpu_marks[1] - cpu_marks[0], cpu_marks[2] - cpu_marks[1]), strict=True
+    ):
         if not phase.latencies:
             continue
         seconds = phase.ended - phase.started
@@ -297,6 +307,8 @@ def main() -> None:
             ("answered opens (200) / clicks (302)", f"{opens:,} / {clicks:,}"),
             ("other answers", ", ".join(f"{k}: {n:,}" for k, n in others.items()) or "none"),
             ("transport errors", f"{phase.transport_errors:,}"),
+            ("server CPU (user+sys, whole tree)", f"{cpu:.1f} s"),
+            ("  per tracking request", f"{cpu / len(phase.latencies) * 1000:.2f} ms"),
         ]
         for label, value in rows:
             print(f"    {label:<{width}}  {value}")
@@ -309,7 +321,6 @@ def main() -> None:
             "messages sent during the hits",
             f"{sent:,} ({sent / max(during.ended - during.started, 1e-9):,.0f}/s)",
         ),
-        ("server CPU (user+sys, whole tree)", f"{server_cpu:.1f} s"),
         ("client CPU (this process)", f"{own_cpu:.1f} s"),
     ]
     for label, value in rows:
