@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dripstone import db
+from dripstone.delivery.models import Delivery
 from dripstone.tracking import service
 from dripstone.tracking.service import Hit
 
@@ -194,8 +196,14 @@ class HitWriter:
         # the same order and cannot deadlock. The sort is stable: one delivery's hits keep
         # their order.
         in_lock_order = sorted(hits, key=lambda hit: hit.delivery_id)
+        ids = {hit.delivery_id for hit in hits}
         with self.database.transaction() as session:
-            return self._record(session, in_lock_order)
+            # The batch's deliveries in one query: recording then finds each in the session
+            # instead of reading it once per hit (`loaded` keeps them there).
+            loaded = session.scalars(select(Delivery).where(Delivery.id.in_(ids))).all()
+            found = self._record(session, in_lock_order)
+            del loaded
+            return found
 
 
 def record_alone(
