@@ -270,7 +270,15 @@ def main() -> None:
             )
             follower.start()
             hits = asyncio.run(
-                recipients(server.base, args.clients, args.click_share, delivered, send_done, done)
+                recipients(
+                    server.base,
+                    args.clients,
+                    args.click_share,
+                    delivered,
+                    # Without --seconds-after, the last few hits after the send count with it.
+                    send_done if args.seconds_after else threading.Event(),
+                    done,
+                )
             )
             follower.join()
             cpu_marks.append(sum(tree_cpu(server.root_pid).values()))
@@ -284,7 +292,11 @@ def main() -> None:
     answered: Counter[str] = Counter()
     width = 36
     for (name, phase), cpu in zip(
-        hits.items(), (cpu_marks[1] - cpu_marks[0], cpu_marks[2] - cpu_marks[1]), strict=True
+        hits.items(),
+        (cpu_marks[1] - cpu_marks[0], cpu_marks[2] - cpu_marks[1])
+        if args.seconds_after
+        else (cpu_marks[2] - cpu_marks[0], 0.0),
+        strict=True,
     ):
         if not phase.latencies:
             continue
