@@ -3,8 +3,9 @@ while the previous one committed.
 
 Each request hands its `Hit` to the process's writer and waits until the transaction holding
 it has committed, so a recipient is answered only once the event is in the database. The writer
-runs on the server's event loop and does its database work on one thread of its own: on SQLite
-the write lock is taken once per batch, not once per request.
+runs on the server's event loop and does its database work on threads of its own: on SQLite
+one batch at a time, so the write lock is taken once per batch, not once per request; on
+PostgreSQL `PARALLEL_ON_POSTGRESQL` batches at once.
 
 Bounds: a batch holds at most `MAX_BATCH` hits, and waits at most `MAX_WAIT_SECONDS` after its
 first hit arrived for others to join it. Under load no batch waits at all: the hits that
@@ -32,9 +33,13 @@ from dripstone.tracking.service import Hit
 
 log = logging.getLogger("dripstone.tracking")
 
-MAX_BATCH = 500
-"""Hits in one transaction: on this project's benchmark machine a batch this size commits in
-tens of milliseconds on SQLite, so a full batch keeps latency within bounds."""
+MAX_BATCH = 100
+"""Hits in one transaction. Recording costs about half a millisecond of CPU per hit (measured
+with bench/tracking.py), so a full batch holds SQLite's write lock for some 50 ms: larger
+batches would save little per hit and make every request in them wait longer."""
+PARALLEL_ON_POSTGRESQL = 4
+"""Batches committing at once on PostgreSQL, each on its own connection: a batch there spends
+most of its time waiting for the database's answers. SQLite has one writer: one batch."""
 MAX_WAIT_SECONDS = 0.002
 """How long an idle writer lets a batch's first hit wait for others: the latency a lone
 recipient pays for batching."""
@@ -68,11 +73,13 @@ class HitWriter:
         *,
         max_batch: int = MAX_BATCH,
         max_wait_seconds: float = MAX_WAIT_SECONDS,
+        parallel: int | None = None,
         record: Recorder = service.record_hits,
     ) -> None:
         self.database = database
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
+        self.parallel = parallel or (1 if database.is_sqlite else PARALLEL_ON_POSTGRESQL)
         self._record = record
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # replaced by `start`
         self._task: asyncio.Task[None] | None = None
@@ -90,7 +97,7 @@ class HitWriter:
         if self._task is not None:
             raise RuntimeError("the hit writer is already running")
         self._queue = asyncio.Queue()  # of this event loop
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="dripstone-hits")
+        self._thread = ThreadPoolExecutor(self.parallel, thread_name_prefix="dripstone-hits")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hit writer")
         self._accepting = True
 
@@ -129,8 +136,17 @@ class HitWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        # A batch is formed only once a connection is free for it: until then hits accumulate.
+        free = asyncio.Semaphore(self.parallel)
+        committing: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            committing.discard(task)
+            free.release()
+
         stopping = False
         while not stopping:
+            await free.acquire()
             first = await self._queue.get()
             if first is None:
                 break
@@ -151,7 +167,10 @@ class HitWriter:
                     stopping = True
                     break
                 batch.append(pending)
-            await self._commit(batch)
+            task = loop.create_task(self._commit(batch))
+            committing.add(task)
+            task.add_done_callback(finished)
+        await asyncio.gather(*committing)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
