@@ -34,8 +34,8 @@ from dripstone.tracking.service import Hit
 log = logging.getLogger("dripstone.tracking")
 
 MAX_BATCH = 100
-"""Hits in one transaction. Recording costs about half a millisecond of CPU per hit (measured
-with bench/tracking.py), so a full batch holds SQLite's write lock for some 50 ms: larger
+"""Hits in one transaction. Recording takes about 0.7 ms of CPU per hit on the benchmark
+machine (bench/tracking.py), so a full batch holds SQLite's write lock for some 70 ms: larger
 batches would save little per hit and make every request in them wait longer."""
 PARALLEL_ON_POSTGRESQL = 4
 """Batches committing at once on PostgreSQL, each on its own connection: a batch there spends
