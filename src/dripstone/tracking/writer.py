@@ -88,10 +88,6 @@ class HitWriter:
         self.batches = 0
         """Transactions committed, batches and lone retries alike."""
 
-    @property
-    def running(self) -> bool:
-        return self._accepting
-
     def start(self) -> None:
         """Begin collecting hits on the running event loop."""
         if self._task is not None:
