@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,6 +39,7 @@ from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
 from dripstone.tracking import api as tracking_api
+from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
 
 log = logging.getLogger("dripstone.http")
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         consumer, ticker, heartbeat = None, None, None
+        tracking_writer.start(db.database())
         if run_consumer:
             jobs_tasks.optimize_database.call_local()
             jobs_service.recover_jobs(db.database())
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
                 consumer.stop(graceful=True)
             if heartbeat is not None:  # after the consumer: its last tasks keep their claims
                 heartbeat.stop()
+            await tracking_writer.stop()  # the server has answered its last request
 
     app = FastAPI(
         title="Dripstone",
@@ -113,7 +116,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     )
     app.add_middleware(IdempotentPosts)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.middleware("http")(_log_request)
+    app.add_middleware(RequestLog)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-Id")
     _add_error_handlers(app)
 
@@ -122,6 +125,9 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     ) -> None:
         """Checked against the key's account by the authentication dependency."""
 
+    # First: recipients' hits are most of the requests after a send, and routes are tried in
+    # order.
+    app.include_router(tracking_router)
     orca = APIRouter(prefix="/v1/orca/{username}")
     marketing = APIRouter(prefix="/v1/marketing")
     for router in DOMAIN_ROUTERS:
@@ -129,7 +135,6 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
         marketing.include_router(router)
     app.include_router(orca)
     app.include_router(marketing)
-    app.include_router(tracking_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -253,22 +258,39 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
     ) in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
-async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    # The route template, never the concrete path: paths and queries can hold contact data.
-    log.info(
-        "request",
-        extra={
-            "method": request.method,
-            "route": getattr(route, "path", "unmatched"),
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "request_id": correlation_id.get(),
-        },
-    )
-    return response
+class RequestLog:
+    """One log line per answered request (plain ASGI: no task and no streams per request,
+    which Starlette's function middleware costs)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, noting_status)
+        route = scope.get("route")
+        # The route template, never the concrete path: paths and queries can hold contact data.
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "route": getattr(route, "path", "unmatched"),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "request_id": correlation_id.get(),
+            },
+        )
 
 
 class BodySizeLimit:

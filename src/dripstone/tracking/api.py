@@ -7,47 +7,62 @@ forged, enumerated or turned into an open redirect. A token that does not verify
 from __future__ import annotations
 
 import base64
+from contextlib import suppress
 from html import escape
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dripstone.delivery import pipeline
 from dripstone.delivery.signing import CLICK_ROUTE, OPEN_ROUTE, UNSUBSCRIBE_ROUTE
 from dripstone.http import WriteSession
-from dripstone.tracking import service
+from dripstone.tracking import service, writer
 
 router = APIRouter(tags=["recipients"], include_in_schema=False)
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
-UserAgent = Annotated[str | None, Header()]
 PREFIX = "/t/"  # every recipient-facing path starts with it
 
 
-@router.get(OPEN_ROUTE)
-def open_pixel(
-    token: str, request: Request, session: WriteSession, user_agent: UserAgent = None
-) -> Response:
-    """A 1x1 transparent GIF; records an open."""
-    hit = service.open_hit(pipeline.pipeline().tokens, token, user_agent, _client(request))
-    if hit is None or not service.record_hits(session, [hit]):
+# The open and click routes are plain Starlette endpoints: no dependencies to solve and no
+# parameters to validate, which would cost more than the rest of such a request.
+
+
+async def open_pixel(request: Request) -> Response:
+    """A 1x1 transparent GIF, once the open is recorded."""
+    tokens = pipeline.pipeline().tokens
+    token, user_agent = request.path_params["token"], request.headers.get("user-agent")
+    hit = service.open_hit(tokens, token, user_agent, _client(request))
+    if hit is None:
+        return not_found_page()
+    try:
+        delivery_exists = await writer.record(hit)
+    except writer.HitNotRecorded:
+        # No pixel without the event: a mail client fetches a failed image again.
+        return Response(status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+    if not delivery_exists:
         return not_found_page()
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
-@router.get(CLICK_ROUTE)
-def click(
-    token: str, request: Request, session: WriteSession, user_agent: UserAgent = None
-) -> Response:
-    """Records the click, then redirects to the link's own address."""
-    hit = service.click_hit(pipeline.pipeline().tokens, token, user_agent, _client(request))
+async def click(request: Request) -> Response:
+    """Redirects to the link's own address, once the click is recorded."""
+    tokens = pipeline.pipeline().tokens
+    token, user_agent = request.path_params["token"], request.headers.get("user-agent")
+    hit = service.click_hit(tokens, token, user_agent, _client(request))
     if hit is None or hit.url is None:
         return not_found_page()
     # A deleted delivery still redirects: the link was ours and the reader expects the page.
-    service.record_hits(session, [hit])
+    with suppress(writer.HitNotRecorded):
+        # So does a click that could not be recorded: the reader gets the page, and the
+        # event is lost (the writer's log line names its delivery and link).
+        await writer.record(hit)
     return RedirectResponse(hit.url, status_code=302, headers=NO_STORE)
+
+
+router.add_route(OPEN_ROUTE, open_pixel, methods=["GET"], include_in_schema=False)
+router.add_route(CLICK_ROUTE, click, methods=["GET"], include_in_schema=False)
 
 
 def _client(request: Request) -> str | None:
