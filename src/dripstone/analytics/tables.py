@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from dripstone import db
 from dripstone.analytics import counters
 from dripstone.db import AccountScope, ordering
+from dripstone.delivery import pipeline
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import BOUNCED, Delivery, DeliveryStatus
 from dripstone.delivery.prepare import PreparedMailing
@@ -389,6 +390,7 @@ def tracking_links(
         skip = first_row % len(html_ids)
         stmt = stmt.offset(first_row // len(html_ids)).limit(per_delivery + 1)
     left = page.items
+    public_id = pipeline.pipeline().tokens.public_id
     result = session.execute(stmt.execution_options(yield_per=BATCH))
     for batch in result.partitions():
         clicks = {
@@ -398,6 +400,7 @@ def tracking_links(
             )
         }
         for row in batch:
+            delivery_id = public_id(row.id)
             for html_id in html_ids:
                 if skip:
                     skip -= 1
@@ -410,12 +413,12 @@ def tracking_links(
                 attributes: Row = {
                     "target_url": (click.url if click is not None else None) or written[html_id],
                     "clicked": click.clicks if click is not None else 0,
-                    "campaign_mailing_delivery_id": str(row.id),
+                    "campaign_mailing_delivery_id": delivery_id,
                 }
                 if click is not None:
                     attributes["opened_at"] = iso(click.first)
                 yield {
-                    "id": f"{row.id}-{html_id}",
+                    "id": f"{delivery_id}-{html_id}",
                     "type": "tracking_link",
                     "attributes": attributes,
                 }

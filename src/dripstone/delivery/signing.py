@@ -187,6 +187,11 @@ class TrackingTokens:
             self._last = (delivery_id, scrambled)
         return scrambled
 
+    def public_id(self, delivery_id: int) -> str:
+        """The delivery's id as accounts see it: opaque, so it does not tell how many messages
+        the installation has sent."""
+        return format(self._scrambled(delivery_id), "016x")
+
     def _payload(self, opaque: _TokenSerializer, old: _TokenSerializer, token: str) -> Any:
         value = _loads(opaque, token)
         if value is None:
