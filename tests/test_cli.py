@@ -250,3 +250,20 @@ def test_a_taken_address_and_an_unknown_user_are_refused_with_exit_code_2(
         unknown = run(env, "users", *command)
         assert unknown.returncode == 2
         assert "no user with the address nobody@example.com" in unknown.stderr
+
+
+def test_a_change_through_the_served_api_is_in_the_audit_log(
+    env: dict[str, str], server: str
+) -> None:
+    key = run(env, "accounts", "create", "acme").stdout.strip().splitlines()[-1]
+    headers = {"authorization": f"Token token={key}"}
+    created = httpx.post(
+        f"{server}/v1/orca/acme/subscribers",
+        json={"subscriber": {"email": "ann@example.com"}},
+        headers=headers,
+    )
+    assert created.status_code == 200, created.text
+    events = httpx.get(f"{server}/v1/marketing/audit_events", headers=headers).json()["data"]
+    assert [e["attributes"]["action"] for e in events] == ["POST /subscribers"]
+    assert events[0]["attributes"]["object_ids"] == {"id": created.json()["data"]["id"]}
+    assert events[0]["attributes"]["actor"] == key[: len("ds_") + 8]

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import dripstone.tasks  # noqa: F401  (registers every domain: account set-up, tasks, job steps)
@@ -180,6 +181,9 @@ def _users_transaction(settings: Settings) -> Iterator[Session]:
             yield session
     except DripstoneError as exc:
         err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    except IntegrityError:  # another command took the address between check and insert
+        err.print("[red]error:[/] that address was just taken; try another", highlight=False)
         raise typer.Exit(2) from None
 
 
