@@ -123,3 +123,147 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_the_variable(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert variable in lines[0]
+
+
+def run_with_input(env: dict[str, str], stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DRIPSTONE, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _signs_in(env: dict[str, str], email: str, password: str) -> bool:
+    """Checks the password as the dashboard will, against the database the CLI wrote."""
+    script = (
+        "import sys\n"
+        "from dripstone import db\n"
+        "from dripstone.config import load_settings\n"
+        "from dripstone.users import service\n"
+        "database = db.configure(load_settings().resolved_database_url)\n"
+        "with database.transaction() as session:\n"
+        "    sys.exit(0 if service.verify_password(session, sys.argv[1], sys.argv[2]) else 1)\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", script, email, password], env=env, timeout=120, check=False
+    )
+    return checked.returncode == 0
+
+
+def test_users_are_created_listed_reset_and_disabled_from_the_command_line(
+    env: dict[str, str],
+) -> None:
+    assert run(env, "accounts", "create", "acme").returncode == 0
+
+    created = run(env, "users", "create", "ann", "Ann@Example.com", "--role", "owner")
+    assert created.returncode == 0, created.stderr
+    generated = created.stdout.strip().splitlines()[-1]
+    assert len(generated) >= 20
+    assert _signs_in(env, "ann@example.com", generated)
+
+    given = run_with_input(
+        env,
+        "a passphrase typed by bob\n",
+        "users",
+        "create",
+        "bob",
+        "bob@example.com",
+        "--role",
+        "viewer",
+        "--account",
+        "acme",
+        "--password-stdin",
+    )
+    assert given.returncode == 0, given.stderr
+    assert "a passphrase typed by bob" not in given.stdout + given.stderr
+    assert _signs_in(env, "bob@example.com", "a passphrase typed by bob")
+
+    listing = run(env, "users", "list")
+    assert listing.returncode == 0, listing.stderr
+    for shown in ("ann@example.com", "owner", "bob@example.com", "viewer", "acme"):
+        assert shown in listing.stdout
+    assert generated not in listing.stdout
+
+    reset = run(env, "users", "reset", "bob@example.com")
+    assert reset.returncode == 0, reset.stderr
+    new_password = reset.stdout.strip().splitlines()[-1]
+    assert not _signs_in(env, "bob@example.com", "a passphrase typed by bob")
+    assert _signs_in(env, "bob@example.com", new_password)
+
+    disabled = run(env, "users", "disable", "BOB@example.com")
+    assert disabled.returncode == 0, disabled.stderr
+    assert not _signs_in(env, "bob@example.com", new_password)
+    assert "yes" in next(
+        line for line in run(env, "users", "list").stdout.splitlines() if "bob@" in line
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("--account", "nope"), None, "no account named 'nope'"),
+        ((), "", "password is empty"),
+        ((), "short\n", "too weak"),
+        (("--role", "admin"), None, "admin"),
+    ],
+)
+def test_users_create_refuses_bad_input_with_exit_code_2_and_no_traceback(
+    env: dict[str, str], args: tuple[str, ...], stdin: str | None, message: str
+) -> None:
+    assert run(env, "accounts", "create", "acme").returncode == 0
+    command = ["users", "create", "ann", "ann@example.com"]
+    command += [] if "--role" in args else ["--role", "editor"]
+    command += [*args, *([] if stdin is None else ["--password-stdin"])]
+    refused = run_with_input(env, stdin or "", *command)
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stdout == ""
+    assert "ann@example.com" not in run(env, "users", "list").stdout
+
+
+def test_a_taken_address_and_an_unknown_user_are_refused_with_exit_code_2(
+    env: dict[str, str],
+) -> None:
+    assert run(env, "accounts", "create", "acme").returncode == 0
+    assert run(env, "accounts", "create", "globex").returncode == 0
+    unnamed = run(env, "users", "create", "ann", "ann@example.com", "--role", "owner")
+    assert unnamed.returncode == 2
+    assert "--account" in unnamed.stderr
+
+    first = run(
+        env, "users", "create", "ann", "ann@example.com", "--role", "owner", "--account", "acme"
+    )
+    assert first.returncode == 0, first.stderr
+    taken = run(
+        env, "users", "create", "ann", "ANN@example.com", "--role", "viewer", "--account", "globex"
+    )
+    assert taken.returncode == 2
+    assert "already exists" in taken.stderr
+    assert "Traceback" not in taken.stderr
+
+    for command in (("disable", "nobody@example.com"), ("reset", "nobody@example.com")):
+        unknown = run(env, "users", *command)
+        assert unknown.returncode == 2
+        assert "no user with the address nobody@example.com" in unknown.stderr
+
+
+def test_a_change_through_the_served_api_is_in_the_audit_log(
+    env: dict[str, str], server: str
+) -> None:
+    key = run(env, "accounts", "create", "acme").stdout.strip().splitlines()[-1]
+    headers = {"authorization": f"Token token={key}"}
+    created = httpx.post(
+        f"{server}/v1/orca/acme/subscribers",
+        json={"subscriber": {"email": "ann@example.com"}},
+        headers=headers,
+    )
+    assert created.status_code == 200, created.text
+    events = httpx.get(f"{server}/v1/marketing/audit_events", headers=headers).json()["data"]
+    assert [e["attributes"]["action"] for e in events] == ["POST /subscribers"]
+    assert events[0]["attributes"]["object_ids"] == {"id": created.json()["data"]["id"]}
+    assert events[0]["attributes"]["actor"] == key[: len("ds_") + 8]

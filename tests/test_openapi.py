@@ -34,6 +34,7 @@ ENDPOINTS: dict[str, set[str]] = {
     "/subscriptions/dynamic_bulk_subscribe": {"post"},
     "/subscriptions/dynamic_bulk_unsubscribe": {"post"},
     "/jobs/{jid}": {"get"},
+    "/audit_events": {"get"},
     "/dynamic_lists": {"get", "post"},
     "/dynamic_lists/{id}": {"get", "put", "delete"},
     "/subscriber_custom_field_types": {"get", "post"},
@@ -535,6 +536,17 @@ def test_job_status(doc: Json) -> None:
         "failed",
         "cancelled",
     }
+
+
+def test_audit_events_are_paged_resources_of_ids(doc: Json) -> None:
+    attributes = resource(doc, response(doc, "/audit_events", "get"), "audit_event", many=True)
+    assert_fields(
+        doc,
+        attributes,
+        {"occurred_at", "actor_type", "actor", "action", "object_ids", "status", "request_id"},
+    )
+    assert set(at(doc, attributes, "actor_type")["enum"]) == {"api_key", "user"}
+    assert {"items", "page"} <= set(parameters(doc, "/audit_events", "get"))
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dripstone import db
 from dripstone.accounts import service as accounts
 from dripstone.analytics.api import router as analytics_router
+from dripstone.audit.api import router as audit_router
+from dripstone.audit.middleware import AuditTrail
 from dripstone.config import Settings, load_settings
 from dripstone.delivery.pipeline import configure_pipeline
 from dripstone.drips.api import router as drips_router
@@ -50,6 +52,7 @@ DOMAIN_ROUTERS = (
     drips_router,
     jobs_router,
     analytics_router,
+    audit_router,
 )
 BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
         summary="Self-hosted email marketing with drip campaigns; the Paubox Marketing API.",
         lifespan=lifespan,
     )
+    app.add_middleware(AuditTrail)  # inside IdempotentPosts: a replay changes nothing again
     app.add_middleware(IdempotentPosts)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLog)

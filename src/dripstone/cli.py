@@ -1,4 +1,4 @@
-"""The `dripstone` command: serve, worker, migrate, accounts and keys."""
+"""The `dripstone` command: serve, worker, migrate, accounts, keys and users."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import dripstone.tasks  # noqa: F401  (registers every domain: account set-up, tasks, job steps)
 from dripstone import db, migrations
 from dripstone.accounts import service as accounts
+from dripstone.accounts.models import Account
 from dripstone.config import ConfigError, Settings, load_settings
 from dripstone.errors import DripstoneError
 from dripstone.logs import configure_logging
+from dripstone.users import service as users
+from dripstone.users.models import Role
 
 app = typer.Typer(
     help="Dripstone: self-hosted email marketing with drip campaigns.", no_args_is_help=True
@@ -26,6 +30,10 @@ accounts_app = typer.Typer(help="Create accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+users_app = typer.Typer(
+    help="Create, list and disable dashboard users; reset their passwords.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -161,6 +169,118 @@ def keys_list(username: str) -> None:
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-",
         )
     Console().print(table)
+
+
+@contextmanager
+def _users_transaction(settings: Settings) -> Iterator[Session]:
+    """As `_transaction`, but a refusal exits 2: the command line was at fault."""
+    migrations.upgrade(settings.resolved_database_url)
+    database = db.configure(settings.resolved_database_url)
+    try:
+        with database.transaction() as session:
+            yield session
+    except DripstoneError as exc:
+        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    except IntegrityError:  # another command took the address between check and insert
+        err.print("[red]error:[/] that address was just taken; try another", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _the_account(session: Session, name: str | None) -> Account:
+    """The account named, or the only one there is."""
+    if name is not None:
+        return accounts.get_account(session, name)
+    found = accounts.list_accounts(session)
+    if len(found) != 1:
+        raise DripstoneError(
+            "there are no accounts yet: create one with `dripstone accounts create NAME`"
+            if not found
+            else "there are several accounts: name one with --account NAME"
+        )
+    return found[0]
+
+
+def _password(from_stdin: bool) -> tuple[str, bool]:
+    """The password given on standard input, or a generated one; and whether generated."""
+    if not from_stdin:
+        return users.generate_password(), True
+    return sys.stdin.read().removesuffix("\n").removesuffix("\r"), False
+
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="read the password from standard input instead of generating one"
+    ),
+]
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    email: str,
+    role: Annotated[Role, typer.Option(case_sensitive=False, help="what the user may do")],
+    account: Annotated[
+        str | None, typer.Option(help="the account's name; may be left out when there is one")
+    ] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a dashboard user. Without --password-stdin, prints a generated password alone
+    on the last line."""
+    password, generated = _password(password_stdin)
+    with _users_transaction(_settings()) as session:
+        user = users.create_user(
+            session, _the_account(session, account), username, email, role, password
+        )
+        account_name = accounts.account_name(session, user.account_id)
+    err.print(
+        f"Created {user.role} [bold]{user.email}[/] in account {account_name}.", highlight=False
+    )
+    if generated:
+        err.print("Its password is below; it is shown only once.")
+        typer.echo(password)
+
+
+@users_app.command("list")
+def users_list(
+    account: Annotated[str | None, typer.Option(help="only this account's users")] = None,
+) -> None:
+    """Users: account, username, email, role, disabled, created."""
+    with _users_transaction(_settings()) as session:
+        chosen = None if account is None else accounts.get_account(session, account)
+        found = users.list_users(session, chosen)
+        names = {u.account_id: accounts.account_name(session, u.account_id) for u in found}
+    table = Table("account", "username", "email", "role", "disabled", "created")
+    for user in found:
+        table.add_row(
+            names[user.account_id],
+            user.username,
+            user.email,
+            user.role.value,
+            "yes" if user.disabled else "no",
+            user.created_at.isoformat(timespec="seconds"),
+        )
+    Console().print(table)
+
+
+@users_app.command("disable")
+def users_disable(email: str) -> None:
+    """Disable a user: no more sign-in, and their sessions end."""
+    with _users_transaction(_settings()) as session:
+        user = users.disable_user(session, email)
+    typer.echo(f"disabled {user.email}")
+
+
+@users_app.command("reset")
+def users_reset(email: str, password_stdin: PasswordStdin = False) -> None:
+    """Set a new password. Without --password-stdin, prints a generated one on the last line."""
+    password, generated = _password(password_stdin)
+    with _users_transaction(_settings()) as session:
+        user = users.reset_password(session, email, password)
+    err.print(f"New password set for {user.email}; their sessions have ended.", highlight=False)
+    if generated:
+        typer.echo(password)
 
 
 def main() -> None:

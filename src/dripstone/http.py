@@ -4,6 +4,7 @@ request acts for (its API key), envelopes, documented errors."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request, Security
@@ -18,6 +19,16 @@ from dripstone.db import AccountScope
 from dripstone.errors import Unauthorized
 
 T = TypeVar("T")
+CALLER = "dripstone_caller"  # where in the request's state the authenticated caller is kept
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts as: an account, through one of its API keys."""
+
+    account_id: int
+    key_id: int
+    key_prefix: str
 
 
 def write_session() -> Iterator[Session]:
@@ -50,12 +61,14 @@ def _account(request: Request, session: Session, header: str | None) -> Account:
         raise Unauthorized(
             "malformed authorization header; send 'Token token=<API_KEY>' or 'Bearer <API_KEY>'"
         )
-    account = accounts.authenticate(session, secret)
-    if account is None:
+    found = accounts.authenticate_key(session, secret)
+    if found is None:
         raise Unauthorized("unknown or revoked API key")
+    account, key = found
     username = request.path_params.get("username")
     if username is not None and username != account.username:
         raise Unauthorized("this API key does not belong to the account in the path")
+    setattr(request.state, CALLER, Caller(account.id, key.id, key.prefix))
     return account
 
 

@@ -70,6 +70,14 @@ def get_account(session: Session, username: str) -> Account:
     return account
 
 
+def list_accounts(session: Session) -> list[Account]:
+    return list(session.scalars(select(Account).order_by(Account.id)))
+
+
+def account_name(session: Session, account_id: int) -> str:
+    return session.get_one(Account, account_id).username
+
+
 def create_key(session: Session, account: Account) -> IssuedKey:
     prefix = "ds_" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(KEY_PREFIX_LENGTH))
     secret = f"{prefix}_{secrets.token_urlsafe(32)}"
@@ -108,9 +116,16 @@ def key_in_header(authorization: str | None) -> str | None:
 
 def authenticate(session: Session, secret: str) -> Account | None:
     """The account an active key belongs to, or None."""
+    found = authenticate_key(session, secret)
+    return None if found is None else found[0]
+
+
+def authenticate_key(session: Session, secret: str) -> tuple[Account, ApiKey] | None:
+    """The account an active key belongs to, with the key, or None."""
     stmt = (
-        select(Account)
+        select(Account, ApiKey)
         .join(ApiKey, ApiKey.account_id == Account.id)
         .where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
     )
-    return session.scalars(stmt).first()
+    row = session.execute(stmt).first()
+    return None if row is None else (row[0], row[1])

@@ -10,13 +10,15 @@ from sqlalchemy import DateTime
 
 import dripstone.accounts.models
 import dripstone.analytics.models
+import dripstone.audit.models
 import dripstone.delivery.models
 import dripstone.drips.models
 import dripstone.idempotency.models
 import dripstone.jobs.models
 import dripstone.mailings.models
 import dripstone.subscribers.models
-import dripstone.tracking.models  # noqa: F401
+import dripstone.tracking.models
+import dripstone.users.models  # noqa: F401
 from dripstone.db import Base, UTCDateTime, create_engine
 
 QUEUE_TABLE_PREFIX = "huey_"
