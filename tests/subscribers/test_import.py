@@ -193,7 +193,7 @@ def test_whole_file_problems_are_refused_and_nothing_is_imported(
             subscription_list_id="00000000-0000-4000-8000-000000000000",
         ),
         422,
-        field="list_id",
+        field="subscription_list_id",
     )
     assert_error(upload(api, "email\nann@example.com\n", existing="merge"), 422, field="existing")
     assert subscriber_total(database) == 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import Field as PydanticField
 
 from dripstone.db import AccountScope
 from dripstone.errors import BadRequest, DripstoneError, Invalid, NotFound
@@ -415,32 +416,35 @@ def _mapping(raw: str | None) -> dict[str, str] | None:
 _import_mapping = TypeAdapter(dict[str, str])
 
 
+class ImportForm(BaseModel):
+    """The fields of an import upload (multipart/form-data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: UploadFile = PydanticField(description="the CSV file; its first line names the columns")
+    subscription_list_id: str | None = PydanticField(
+        None, pattern=UUID_PATTERN, description="a list to add every imported row to"
+    )
+    existing: Literal["skip", "update"] = PydanticField(
+        "skip",
+        description="addresses already subscribed: leave them as they are, or update them",
+    )
+    mapping: str | None = PydanticField(
+        None,
+        max_length=100_000,
+        description="JSON object from CSV header to email, first_name, last_name, "
+        'phone_number or custom.<name> ("" ignores a column); by default columns named '
+        "like a field feed it and the others feed custom fields of their name",
+    )
+
+
 @router.post("/subscribers_import", tags=["subscribers"])
-def import_subscribers(
-    scope: WriteScope,
-    file: Annotated[UploadFile, File(description="the CSV file; its first line names the columns")],
-    subscription_list_id: Annotated[
-        str | None, Form(pattern=UUID_PATTERN, description="a list to add every imported row to")
-    ] = None,
-    existing: Annotated[
-        Literal["skip", "update"],
-        Form(description="addresses already subscribed: leave them as they are, or update them"),
-    ] = "skip",
-    mapping: Annotated[
-        str | None,
-        Form(
-            max_length=100_000,
-            description="JSON object from CSV header to email, first_name, last_name, "
-            'phone_number or custom.<name> ("" ignores a column); by default columns named '
-            "like a field feed it and the others feed custom fields of their name",
-        ),
-    ] = None,
-) -> JidEnvelope:
+def import_subscribers(form: Annotated[ImportForm, Form()], scope: WriteScope) -> JidEnvelope:
     """Import subscribers from a CSV file in a background job; follow it at /jobs/{jid}."""
     options = importing.ImportOptions(
-        list_id=subscription_list_id, existing=existing, mapping=_mapping(mapping)
+        list_id=form.subscription_list_id, existing=form.existing, mapping=_mapping(form.mapping)
     )
-    upload = importing.keep_upload(file.file)
+    upload = importing.keep_upload(form.file.file)
     try:
         job = importing.start_import(scope, upload, options, owned=True)
     except DripstoneError:

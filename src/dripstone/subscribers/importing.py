@@ -170,7 +170,9 @@ def _columns(header: Sequence[str], mapping: dict[str, str] | None) -> list[str]
 def start_import(scope: AccountScope, path: Path, options: ImportOptions, *, owned: bool) -> Job:
     """Check the file and queue its import. With `owned`, the file is Dripstone's copy (an
     upload) and is removed once imported."""
-    target = referenced_list(scope, options.list_id, "list_id") if options.list_id else None
+    target = (
+        referenced_list(scope, options.list_id, "subscription_list_id") if options.list_id else None
+    )
     scan = _scan(path)
     columns = _columns(scan.header, options.mapping)
     first_new_id = scope.session.scalar(
