@@ -17,8 +17,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import machine, postgres_schema
-
 import dripstone.tasks  # noqa: F401  (registers the import job's step)
 from dripstone import db, migrations
 from dripstone.accounts import service as accounts
@@ -28,6 +26,7 @@ from dripstone.db import AccountScope
 from dripstone.jobs.service import execute_job, get_job
 from dripstone.subscribers import importing
 from dripstone.subscribers.lists import create_list
+from harness import machine, postgres_schema
 
 PLANS = ("gold", "silver", "bronze", "")
 CITIES = ("Oslo", "Lima", "Pune", "Kyoto", "Accra", "Quito")
