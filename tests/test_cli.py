@@ -267,3 +267,56 @@ def test_a_change_through_the_served_api_is_in_the_audit_log(
     assert [e["attributes"]["action"] for e in events] == ["POST /subscribers"]
     assert events[0]["attributes"]["object_ids"] == {"id": created.json()["data"]["id"]}
     assert events[0]["attributes"]["actor"] == key[: len("ds_") + 8]
+
+
+def test_import_adds_a_csv_to_a_list_and_says_where_the_rejected_rows_are(
+    env: dict[str, str], server: str, tmp_path: Path
+) -> None:
+    key = run(env, "accounts", "create", "acme").stdout.strip().splitlines()[-1]
+    headers = {"authorization": f"Token token={key}"}
+    base = f"{server}/v1/orca/acme"
+    httpx.post(f"{base}/subscription_lists", json={"name": "Members"}, headers=headers)
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,first_name,city\nann@example.com,Ann,Oslo\nbad-address,Bob,Rome\n"
+        "cy@example.com,Cy,\n",
+        encoding="utf-8",
+    )
+
+    imported = run(env, "import", str(people), "--list", "Members")
+    assert imported.returncode == 0, imported.stderr
+    lines = imported.stdout.strip().splitlines()
+    assert lines[0] == "added 2, updated 0, skipped 0, rejected 1"
+    rejected = Path(lines[1].removeprefix("rejected rows and reasons: "))
+    assert (
+        rejected.read_text(encoding="utf-8")
+        .splitlines()[1]
+        .startswith("3,email: not a valid email address")
+    )
+    members = httpx.get(f"{base}/subscription_lists", headers=headers).json()["data"]
+    members_id = next(m["id"] for m in members if m["attributes"]["name"] == "Members")
+    listed = httpx.get(
+        f"{base}/subscribers", params={"subscription_list_id": members_id}, headers=headers
+    ).json()["data"]
+    assert sorted(s["attributes"]["email"] for s in listed) == ["ann@example.com", "cy@example.com"]
+
+    people.write_text("email,first_name\nann@example.com,Annie\n", encoding="utf-8")
+    again = run(env, "import", str(people), "--list", "Members", "--update-existing")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "added 0, updated 1, skipped 0, rejected 0"
+
+
+def test_import_refuses_a_file_without_an_email_column_and_imports_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run(env, "accounts", "create", "acme")
+    people = tmp_path / "people.csv"
+    people.write_text("name,city\nAnn,Oslo\n", encoding="utf-8")
+    refused = run(env, "import", str(people), "--list", "All contacts")
+    assert refused.returncode == 1
+    assert "no email column" in refused.stderr
+    assert refused.stdout == ""
+    run(env, "accounts", "create", "globex")
+    ambiguous = run(env, "import", str(people), "--list", "All contacts")
+    assert ambiguous.returncode == 1
+    assert "--account" in ambiguous.stderr

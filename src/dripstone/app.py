@@ -40,6 +40,7 @@ from dripstone.leases import Heartbeat
 from dripstone.logs import configure_logging
 from dripstone.mailings.api import router as mailings_router
 from dripstone.subscribers.api import router as subscribers_router
+from dripstone.subscribers.importing import configure_imports
 from dripstone.tracking import api as tracking_api
 from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
@@ -79,6 +80,7 @@ def configure_runtime(settings: Settings) -> None:
         )
     )
     configure_pipeline(settings)
+    configure_imports(settings.data_dir)
 
 
 def create_app(settings: Settings | None = None, *, run_consumer: bool = False) -> FastAPI:
@@ -119,7 +121,11 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     )
     app.add_middleware(AuditTrail)  # inside IdempotentPosts: a replay changes nothing again
     app.add_middleware(IdempotentPosts)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_import_bytes=settings.max_import_bytes,
+    )
     app.add_middleware(RequestLog)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-Id")
     _add_error_handlers(app)
@@ -300,32 +306,38 @@ class RequestLog:
 class BodySizeLimit:
     """Answers 413 for request bodies over `max_bytes`, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_import_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_import_bytes = max_import_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, receive, send, limit)
             return
         if declared is not None:
             await self.app(scope, receive, send)
             return
         # No declared length (chunked): buffer up to the limit, then replay.
-        body = await _whole_body(receive, self.max_bytes)
+        body = await _whole_body(receive, limit)
         if body is None:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, limit)
             return
         await self.app(scope, _replaying(body, receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(
-            413, f"request body over the limit of {self.max_bytes} bytes", field="body"
-        )
+    def _limit(self, scope: Scope) -> int:
+        """CSV uploads may be far larger than any JSON body."""
+        if scope["method"] == "POST" and scope["path"].endswith("/subscribers_import"):
+            return self.max_import_bytes
+        return self.max_bytes
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = envelope(413, f"request body over the limit of {limit} bytes", field="body")
         await response(scope, receive, send)
 
 

@@ -1,14 +1,18 @@
-"""The `dripstone` command: serve, worker, migrate, accounts, keys and users."""
+"""The `dripstone` command: serve, worker, migrate, accounts, keys, users and CSV import."""
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,8 +22,13 @@ from dripstone import db, migrations
 from dripstone.accounts import service as accounts
 from dripstone.accounts.models import Account
 from dripstone.config import ConfigError, Settings, load_settings
-from dripstone.errors import DripstoneError
+from dripstone.db import AccountScope
+from dripstone.errors import DripstoneError, Invalid
+from dripstone.jobs.models import JobState
+from dripstone.jobs.service import get_job
 from dripstone.logs import configure_logging
+from dripstone.subscribers import importing
+from dripstone.subscribers.models import SubscriptionList
 from dripstone.users import service as users
 from dripstone.users.models import Role
 
@@ -281,6 +290,81 @@ def users_reset(email: str, password_stdin: PasswordStdin = False) -> None:
     err.print(f"New password set for {user.email}; their sessions have ended.", highlight=False)
     if generated:
         typer.echo(password)
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[Path, typer.Argument(help="CSV file; its first line names the columns")],
+    list_name: Annotated[str, typer.Option("--list", help="the list to add every row to")],
+    account: Annotated[
+        str | None, typer.Option(help="account username (needed when there are several)")
+    ] = None,
+    update_existing: Annotated[
+        bool, typer.Option(help="update subscribers already there instead of skipping them")
+    ] = False,
+) -> None:
+    """Import subscribers from a CSV file, showing the import job's progress."""
+    from dripstone.app import configure_runtime
+    from dripstone.jobs.service import execute_job
+
+    settings = _settings()
+    if not file.is_file():
+        err.print(f"[red]error:[/] no file {str(file)!r}", highlight=False)
+        raise typer.Exit(2)
+    migrations.upgrade(settings.resolved_database_url)
+    configure_runtime(settings)
+    database = db.database()
+    options_existing: importing.Existing = "update" if update_existing else "skip"
+    with _transaction(settings) as session:
+        owner = _the_account(session, account)
+        scope = AccountScope(session, owner.id)
+        target = _list_named(scope, list_name)
+        job = importing.start_import(
+            scope,
+            file,
+            importing.ImportOptions(list_id=target.uuid, existing=options_existing),
+            owned=False,
+        )
+        jid, total, account_id = job.id, job.total, owner.id
+    # Run the job here; a worker that took it off the queue first runs it instead.
+    runner = threading.Thread(target=execute_job, args=(database, jid), daemon=True)
+    runner.start()
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        bar = progress.add_task("import", total=total)
+        while True:
+            with database.read_sessions() as session:
+                found = get_job(AccountScope(session, account_id), jid)
+                assert found is not None
+                state, done, error = found.state, found.done + found.failed, found.error
+                counts = importing.import_counts(found) or {}
+                rejected = importing.rejected_rows_path(found)
+            progress.update(bar, completed=done)
+            if state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+                break
+            time.sleep(0.2)
+    if state != JobState.SUCCEEDED:
+        err.print(f"[red]import {state}:[/] {error}", highlight=False)
+        raise typer.Exit(1)
+    typer.echo(
+        f"added {counts['added']}, updated {counts['updated']}, skipped {counts['skipped']}, "
+        f"rejected {counts['rejected']}"
+    )
+    if counts["rejected"]:
+        typer.echo(f"rejected rows and reasons: {rejected}")
+
+
+def _list_named(scope: AccountScope, name: str) -> SubscriptionList:
+    stmt = scope.select(SubscriptionList).where(SubscriptionList.name == name)
+    found: SubscriptionList | None = scope.session.scalars(stmt).first()
+    if found is None:
+        raise Invalid(f"no list named {name!r} in this account", field="list")
+    return found
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     secret_key: str = ""
     log_level: Annotated[str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    # CSV uploads to /subscribers_import only.
+    max_import_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
     queue_workers: Annotated[int, Field(ge=1, le=64)] = 2
     job_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     # A job whose worker has not committed a batch for this long is taken back: it died.

@@ -9,6 +9,7 @@ from dripstone.idempotency import tasks as idempotency_tasks
 from dripstone.jobs import tasks as jobs_tasks
 from dripstone.mailings import outgoing as mailings_outgoing
 from dripstone.mailings import service as mailings_service
+from dripstone.subscribers import importing as subscribers_importing
 from dripstone.subscribers import subscriptions as subscriptions_service
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "jobs_tasks",
     "mailings_outgoing",
     "mailings_service",
+    "subscribers_importing",
     "subscriptions_service",
 ]

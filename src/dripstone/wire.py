@@ -6,6 +6,8 @@ drip core included, may build on it without pulling another domain in.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import re
 from typing import Annotated, Any
@@ -33,6 +35,15 @@ _UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 def is_uuid(text: str) -> bool:
     """Whether `text` is a UUID in any case: the only text that can name a public id."""
     return _UUID.fullmatch(text) is not None
+
+
+# Checking an address's domain is most of the cost of checking the address, depends on the
+# domain alone and reads its answer only: addresses of one domain (an import of a million,
+# say) check it once.
+_email_validation = importlib.import_module("email_validator.validate_email")
+_email_validation.validate_email_domain_name = functools.lru_cache(maxsize=4096)(  # type: ignore[attr-defined]
+    _email_validation.validate_email_domain_name
+)
 
 
 def normalize_email(value: str) -> str:

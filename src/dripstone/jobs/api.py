@@ -30,6 +30,7 @@ def get_job(jid: str, scope: ReadScope) -> JobEnvelope:
                 total=job.total,
                 done=job.done,
                 failed=job.failed,
+                counts=job.payload.get("counts"),
                 error=job.error,
                 created_at=job.created_at,
                 started_at=job.started_at,

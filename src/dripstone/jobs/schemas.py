@@ -14,6 +14,8 @@ class JobAttributes(BaseModel):
     total: int
     done: int
     failed: int
+    # Jobs whose rows have several outcomes count each (an import: added, updated, ...).
+    counts: dict[str, int] | None = None
     error: str | None
     created_at: datetime
     started_at: datetime | None

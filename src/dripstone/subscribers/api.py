@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import TypeAdapter, ValidationError
+from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import Field as PydanticField
 
 from dripstone.db import AccountScope
-from dripstone.errors import BadRequest, DripstoneError
+from dripstone.errors import BadRequest, DripstoneError, Invalid, NotFound
 from dripstone.http import (
     ERRORS_LIST_QUIRK,
     ERRORS_STRING_QUIRK,
@@ -21,9 +23,18 @@ from dripstone.http import (
     WriteScope,
 )
 from dripstone.jobs.schemas import JidEnvelope, JidEnvelopeData
-from dripstone.subscribers import custom_fields, lists, schemas, segments, service, subscriptions
+from dripstone.jobs.service import get_job
+from dripstone.subscribers import (
+    custom_fields,
+    importing,
+    lists,
+    schemas,
+    segments,
+    service,
+    subscriptions,
+)
 from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
-from dripstone.wire import UUID_PATTERN, Uuid
+from dripstone.wire import UUID_PATTERN, Uuid, is_uuid
 
 router = APIRouter(responses=STANDARD_ERRORS)
 
@@ -384,3 +395,74 @@ def delete_dynamic_list(id: str, scope: WriteScope) -> Empty:
     """Delete a segment (its subscribers stay)."""
     segments.delete_dynamic_list(scope, id)
     return Empty()
+
+
+# --- import (Dripstone extension) ------------------------------------------------------
+
+
+def _mapping(raw: str | None) -> dict[str, str] | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        decoded = _import_mapping.validate_json(raw)
+    except ValidationError:
+        raise Invalid(
+            'mapping: expected a JSON object of CSV header to field, e.g. {"E-mail": "email"}',
+            field="mapping",
+        ) from None
+    return decoded
+
+
+_import_mapping = TypeAdapter(dict[str, str])
+
+
+class ImportForm(BaseModel):
+    """The fields of an import upload (multipart/form-data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: UploadFile = PydanticField(description="the CSV file; its first line names the columns")
+    subscription_list_id: str | None = PydanticField(
+        None, pattern=UUID_PATTERN, description="a list to add every imported row to"
+    )
+    existing: Literal["skip", "update"] = PydanticField(
+        "skip",
+        description="addresses already subscribed: leave them as they are, or update them",
+    )
+    mapping: str | None = PydanticField(
+        None,
+        max_length=100_000,
+        description="JSON object from CSV header to email, first_name, last_name, "
+        'phone_number or custom.<name> ("" ignores a column); by default columns named '
+        "like a field feed it and the others feed custom fields of their name",
+    )
+
+
+@router.post("/subscribers_import", tags=["subscribers"])
+def import_subscribers(form: Annotated[ImportForm, Form()], scope: WriteScope) -> JidEnvelope:
+    """Import subscribers from a CSV file in a background job; follow it at /jobs/{jid}."""
+    options = importing.ImportOptions(
+        list_id=form.subscription_list_id, existing=form.existing, mapping=_mapping(form.mapping)
+    )
+    upload = importing.keep_upload(form.file.file)
+    try:
+        job = importing.start_import(scope, upload, options, owned=True)
+    except DripstoneError:
+        upload.unlink(missing_ok=True)
+        raise
+    return JidEnvelope(data=JidEnvelopeData(jid=job.id))
+
+
+@router.get(
+    "/subscribers_import/{jid}/rejected",
+    tags=["subscribers"],
+    response_class=FileResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "line, reason, the row's cells"}},
+)
+def rejected_rows(jid: str, scope: ReadScope) -> FileResponse:
+    """The rows an import rejected, each with its line number and the reason."""
+    job = get_job(scope, jid) if is_uuid(jid) else None
+    path = importing.rejected_rows_path(job) if job is not None else None
+    if path is None:
+        raise NotFound(f"import job {jid} not found", field="jid")
+    return FileResponse(path, media_type="text/csv", filename=f"rejected-{jid}.csv")

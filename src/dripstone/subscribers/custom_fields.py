@@ -46,7 +46,7 @@ def create_field_type(scope: AccountScope, name: str) -> CustomFieldType:
     return field_type
 
 
-def _field_type_ids(scope: AccountScope, names: set[str]) -> dict[str, int]:
+def field_type_ids(scope: AccountScope, names: set[str]) -> dict[str, int]:
     """Ids of the named custom fields, creating those the account does not have yet
     (a concurrent request creating the same field is no clash: both use the one row)."""
     stmt = scope.select(CustomFieldType, CustomFieldType.name, CustomFieldType.id).where(
@@ -73,7 +73,7 @@ def add_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) ->
     values = {sid: fields for sid, fields in values.items() if fields}
     if not values:
         return
-    type_ids = _field_type_ids(scope, {name for fields in values.values() for name in fields})
+    type_ids = field_type_ids(scope, {name for fields in values.values() for name in fields})
     scope.session.connection().execute(
         insert(CustomFieldValue),
         [
@@ -86,7 +86,7 @@ def add_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) ->
 
 def set_custom_field(scope: AccountScope, subscriber_id: int, name: str, value: str) -> None:
     """Set one custom field of one subscriber, creating the field type on first use."""
-    type_id = _field_type_ids(scope, {name})[name]
+    type_id = field_type_ids(scope, {name})[name]
     scope.session.execute(
         delete(CustomFieldValue).where(
             CustomFieldValue.subscriber_id == subscriber_id,
