@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import Api
+from tests.fuzzing import bounded_config, label_node_for_schemathesis
 
 MAX_EXAMPLES = int(os.environ.get("DRIPSTONE_FUZZ_EXAMPLES", "25"))
 DETERMINISTIC = not os.environ.get("DRIPSTONE_FUZZ_RANDOM")
@@ -238,26 +239,14 @@ def fuzz_schema(
     request: pytest.FixtureRequest, api: Api, seeded: Seeded
 ) -> Iterator[schemathesis.BaseSchema]:
     """The app's own OpenAPI document, called in-process as `acme` with its key."""
-    # schemathesis 4.32's `from_fixture` reads and relabels `node._nodeid`, which pytest 9
-    # renamed; give the node the attribute it reads (it only feeds schemathesis' labels).
-    if not hasattr(request.node, "_nodeid"):
-        request.node._nodeid = request.node.nodeid
-    config = schemathesis.Config.from_dict(
-        {
-            "headers": {"authorization": f"Token token={api.key}"},
-            # The orca copies of the routes reach the same handlers, as the key's account.
-            "parameters": {"path.username": api.username},
-            "generation": {
-                "mode": "all",
-                "max-examples": MAX_EXAMPLES,
-                "deterministic": DETERMINISTIC,  # Hypothesis `derandomize`
-                "database": "none",
-            },
-            "phases": {"stateful": {"enabled": False}},
-            # Requests to a real database are slow by Hypothesis' standards; the deadline is
-            # off already (schemathesis sets `deadline=None`).
-            "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
-        }
+    label_node_for_schemathesis(request)
+    config = bounded_config(
+        api.key,
+        mode="all",
+        max_examples=MAX_EXAMPLES,
+        deterministic=DETERMINISTIC,
+        # The orca copies of the routes reach the same handlers, as the key's account.
+        parameters={"path.username": api.username},
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app, config=config)
     _use_real_ids(schema, seeded)

@@ -40,6 +40,7 @@ from tests.conftest import Api, make_account
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, node
 from tests.drips.helpers import create as create_drip
+from tests.fuzzing import bounded_config, label_node_for_schemathesis
 from tests.mailings.conftest import run_tick, settings, smtp_server
 from tests.mailings.helpers import add_subscribers, html_of, make_list, make_mailing, ok, send, to
 from tests.paubox import strip_document
@@ -339,21 +340,9 @@ def _use_real_ids(schema: schemathesis.BaseSchema, seed: Rows) -> None:
 def paubox_schema(
     request: pytest.FixtureRequest, marketing: Api, rows: Rows
 ) -> Iterator[schemathesis.BaseSchema]:
-    # schemathesis 4.32's `from_fixture` reads `node._nodeid`, which pytest 9 renamed.
-    if not hasattr(request.node, "_nodeid"):
-        request.node._nodeid = request.node.nodeid
-    config = schemathesis.Config.from_dict(
-        {
-            "headers": {"authorization": f"Token token={marketing.key}"},
-            "generation": {
-                "mode": "positive",
-                "max-examples": MAX_EXAMPLES,
-                "deterministic": DETERMINISTIC,
-                "database": "none",
-            },
-            "phases": {"stateful": {"enabled": False}},
-            "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
-        }
+    label_node_for_schemathesis(request)
+    config = bounded_config(
+        marketing.key, mode="positive", max_examples=MAX_EXAMPLES, deterministic=DETERMINISTIC
     )
     document = yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))
     schema = schemathesis.openapi.from_dict(document, config=config)
