@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dripstone import clock
-from dripstone.config import Settings, load_settings
+from dripstone.config import Settings
 from dripstone.delivery.pipeline import close_pipeline
-from tests.conftest import SECRET, Api
+from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.drips.helpers import chain, create, node, start
-from tests.mailings.conftest import run_tick, smtp_server
+from tests.mailings.conftest import run_tick, smtp_server, smtp_settings
 from tests.mailings.helpers import (
     add_subscribers,
     html_of,
@@ -39,18 +39,8 @@ Tick = Callable[[], None]
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, smtp_server: SmtpTestServer) -> Iterator[Settings]:
     """The mailings tests' settings, with retries that give up after a minute."""
-    yield load_settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        queue_url="memory://",
-        secret_key=SECRET,
-        job_batch_size=50,
-        smtp_url=smtp_server.url,
-        public_url="https://mail.example.com",
-        from_email="news@example.com",
-        list_unsubscribe_mailto="unsubscribe@example.com",
-        retry_base_seconds=10,
-        retry_horizon_seconds=60,
+    yield smtp_settings(
+        database_url, tmp_path, smtp_server, retry_base_seconds=10, retry_horizon_seconds=60
     )
     close_pipeline()
 
