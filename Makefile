@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers; many tests wait on real processes and servers, not on the CPU.
 TEST_WORKERS ?= 3
 
-.PHONY: serve test lint format bench clean
+.PHONY: serve test lint format bench clean vendor
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
+
+vendor:  ## after changing src/dripstone/web/assets/package.json: refresh the lock and the served copies
+	cd src/dripstone/web/assets && npm install --ignore-scripts --no-audit --no-fund && npm ci --ignore-scripts --no-audit --no-fund
+	$(BIN)/python src/dripstone/web/assets/vendor.py
+	rm -rf src/dripstone/web/assets/node_modules
 
 clean:
 	rm -rf $(VENV) dripstone-data .pytest_cache .mypy_cache .ruff_cache

@@ -44,6 +44,9 @@ from dripstone.subscribers.importing import configure_imports
 from dripstone.tracking import api as tracking_api
 from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
+from dripstone.web import errors as web_errors
+from dripstone.web.app import include_dashboard
+from dripstone.web.security import is_dashboard_path
 
 log = logging.getLogger("dripstone.http")
 
@@ -59,6 +62,7 @@ BODY_UNREADABLE = "There was an error parsing the body"
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "in_progress",
@@ -146,6 +150,8 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     app.include_router(orca)
     app.include_router(marketing)
 
+    include_dashboard(app, settings)
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness: answers when the process serves requests."""
@@ -193,11 +199,13 @@ def embedded_app() -> FastAPI:
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DripstoneError)
-    async def _domain(_request: Request, exc: DripstoneError) -> JSONResponse:
+    async def _domain(request: Request, exc: DripstoneError) -> Response:
+        if is_dashboard_path(request.url.path):
+            return web_errors.error_page(request, exc.status, exc.message)
         return envelope(exc.status, exc.message, exc.code, **exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"field": _field_path(tuple(e["loc"])), "message": _message(e), "type": e["type"]}
             for e in exc.errors()
@@ -206,6 +214,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             return envelope(400, "the request body is not valid JSON", "malformed_json")
         first = errors[0]
         message = _describe(first)
+        if is_dashboard_path(request.url.path):
+            return web_errors.error_page(request, 400, message)
         route = request.scope.get("route")
         quirk = (getattr(route, "openapi_extra", None) or {}).get("x-validation-errors")
         if quirk == "errors-list":
@@ -232,6 +242,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and request.url.path.startswith(tracking_api.PREFIX):
             return tracking_api.not_found_page()
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if is_dashboard_path(request.url.path):
+            return web_errors.error_page(request, exc.status_code, message)
         if exc.status_code == 400 and message == BODY_UNREADABLE:
             # FastAPI's answer to a JSON body json.loads raised on, other than a syntax error.
             cause = exc.__cause__

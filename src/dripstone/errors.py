@@ -26,6 +26,13 @@ class Unauthorized(DripstoneError):
     code = "unauthorized"
 
 
+class Forbidden(DripstoneError):
+    """Signed in, but the user's role does not allow this (or the form's CSRF token is wrong)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(DripstoneError):
     status = 404
     code = "not_found"

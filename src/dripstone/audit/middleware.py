@@ -1,16 +1,21 @@
-"""Records every change made through the API in the audit log.
+"""Records every change made through the API or the dashboard in the audit log.
 
 A change is a POST, PUT, PATCH or DELETE under an API base path answered 2xx (and not one of
 the 200 answers Paubox gives to a refused request, `{"errors": ...}`). The endpoint's own
 transaction has committed by the time its answer starts; the event is then written in a
 transaction of its own, and only after that is the answer let through to the client. So an
 answer a client received always has its event; a change whose event could not be written
-(the process ended, or the database refused in between) is logged as an error instead."""
+(the process ended, or the database refused in between) is logged as an error instead.
+
+A dashboard change is any POST outside the API by a signed-in user (its route puts the user
+in the request's state under `ACTOR`) answered 2xx or 3xx (forms redirect when they succeed).
+A POST refused for the user's role (403) is recorded too: who tried what."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +32,8 @@ log = logging.getLogger("dripstone.audit")
 
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_PREFIXES = ("/v1/orca/{username}", "/v1/marketing")
+ACTOR = "dripstone_actor"  # a dashboard request's user, as a `service.Actor`
+NOT_DASHBOARD = ("/v1/", "/t/", "/static/")
 
 
 class AuditTrail:
@@ -34,13 +41,26 @@ class AuditTrail:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in CHANGES
-            or not scope["path"].startswith(("/v1/orca/", "/v1/marketing/"))
-        ):
+        if scope["type"] != "http" or scope["method"] not in CHANGES:
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        if path.startswith(("/v1/orca/", "/v1/marketing/")):
+            await self._held(scope, receive, send, _is_api_change, _record)
+        elif scope["method"] == "POST" and not path.startswith(NOT_DASHBOARD):
+            await self._held(scope, receive, send, _is_dashboard_change, _record_dashboard)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _held(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        recorded: Callable[[int], bool],
+        write: Callable[[Scope, dict[str, Any], int, list[Message]], None],
+    ) -> None:
+        """Answers `recorded` by status are held back until their event is written."""
         # The endpoint's Request keeps the caller in this dict: the same one, shared.
         state: dict[str, Any] = scope.setdefault("state", {})
         held: list[Message] = []
@@ -50,7 +70,7 @@ class AuditTrail:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            if not 200 <= status < 300:
+            if not recorded(status):
                 for earlier in held:
                     await send(earlier)
                 held.clear()
@@ -58,7 +78,7 @@ class AuditTrail:
                 return
             held.append(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await run_in_threadpool(_record, scope, state.get(CALLER), status, held)
+                await run_in_threadpool(write, scope, state, status, held)
                 for answer in held:
                     await send(answer)
                 held.clear()
@@ -66,7 +86,37 @@ class AuditTrail:
         await self.app(scope, receive, holding)
 
 
-def _record(scope: Scope, caller: Caller | None, status: int, answer: list[Message]) -> None:
+def _is_api_change(status: int) -> bool:
+    return 200 <= status < 300
+
+
+def _is_dashboard_change(status: int) -> bool:
+    return 200 <= status < 400 or status == 403
+
+
+def _record_dashboard(
+    scope: Scope, state: dict[str, Any], status: int, _answer: list[Message]
+) -> None:
+    actor: service.Actor | None = state.get(ACTOR)
+    route: BaseRoute | None = scope.get("route")
+    if actor is None or route is None:
+        return
+    named: dict[str, Any] = dict(scope.get("path_params", {}))
+    change = service.Change(
+        actor=actor,
+        action=f"POST {getattr(route, 'path', '')}",
+        status=status,
+        object_ids=named,
+        request_id=correlation_id.get(),
+    )
+    try:
+        service.record(db.database(), change)
+    except Exception:
+        log.exception("audit event not recorded", extra={"action": change.action})
+
+
+def _record(scope: Scope, state: dict[str, Any], status: int, answer: list[Message]) -> None:
+    caller: Caller | None = state.get(CALLER)
     body = b"".join(m.get("body", b"") for m in answer if m["type"] == "http.response.body")
     returned = _answer_of(body)
     route: BaseRoute | None = scope.get("route")

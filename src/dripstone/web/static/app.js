@@ -1,0 +1,46 @@
+// Dripstone's own behaviour, loaded on every page. No inline scripts: the
+// Content-Security-Policy forbids them, so pages declare what they need with data-* attributes.
+"use strict";
+
+// <form data-confirm="Send to 1,234 subscribers?">: asks before the form is sent.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  const question = event.submitter?.dataset.confirm || form.dataset.confirm;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}, true);
+
+// <form data-live-target="frame-name" data-live-action="/path">: while the user types, the
+// form is also posted to `data-live-action` into the named iframe (a live preview).
+document.addEventListener("input", (event) => {
+  const form = event.target.closest("form[data-live-action]");
+  if (!form) return;
+  clearTimeout(form.liveTimer);
+  form.liveTimer = setTimeout(() => refreshPreview(form), 300);
+});
+
+function refreshPreview(form) {
+  const original = { action: form.action, target: form.target };
+  form.action = form.dataset.liveAction;
+  form.target = form.dataset.liveTarget;
+  HTMLFormElement.prototype.submit.call(form);
+  form.action = original.action;
+  form.target = original.target;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-live-action]")) refreshPreview(form);
+});
+
+// <button data-copy="#id">: copies the text of the element named.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.querySelector(button.dataset.copy);
+  if (source && navigator.clipboard) {
+    navigator.clipboard.writeText(source.textContent.trim());
+    button.textContent = "Copied";
+  }
+});
