@@ -48,7 +48,8 @@ FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 def _message(exc: DripstoneError) -> str:
     """The refusal without the `field: ` the API puts first (the page shows it at the field)."""
     field = exc.details.get("field")
-    return exc.message.removeprefix(f"{field}: ") if field else exc.message
+    message = exc.message.removeprefix(f"{field}: ") if field else exc.message
+    return message[:1].upper() + message[1:]
 
 
 # --- upload ------------------------------------------------------------------------------------
