@@ -5,17 +5,27 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dripstone import db
+from dripstone import clock, db
+from dripstone.accounts.models import Account
+from dripstone.app import create_app
+from dripstone.config import load_settings
 from dripstone.jobs.models import Job
+from dripstone.jobs.queue import run_tasks_inline
+from dripstone.jobs.service import create_job
+from dripstone.subscribers import importing
 from dripstone.subscribers.models import Subscriber
 from dripstone.users.models import Role
+from tests.conftest import SECRET
 from tests.web.conftest import Team, csrf_of, make_team, sign_in
 
 JOB_LINK = re.compile(r"/imports/jobs/([0-9a-f-]{36})$")
@@ -300,3 +310,74 @@ def test_export_refuses_a_malformed_search_and_another_accounts_list(
     answer = viewer.get("/exports/subscribers.csv", params={"list": theirs})
     assert answer.status_code == 422
     assert "no subscription list" in answer.text
+
+
+@pytest.fixture
+def small_limits(database_url: str, tmp_path: Path, database: db.Database) -> Iterator[TestClient]:
+    """A dashboard whose bodies may hold 2 KiB, and its uploads 8 KiB."""
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        queue_url="memory://",
+        secret_key=SECRET,
+        max_body_bytes=2048,
+        max_import_bytes=8192,
+    )
+    run_tasks_inline()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _rows(size: int) -> str:
+    lines = ["email,first_name"]
+    n = 0
+    while sum(len(line) + 1 for line in lines) < size:
+        n += 1
+        lines.append(f"person{n}@example.com,Person{n}")
+    return "\n".join(lines) + "\n"
+
+
+def test_uploads_may_be_larger_than_other_bodies_and_a_too_large_one_gets_a_page(
+    small_limits: TestClient, team: Team, database: db.Database
+) -> None:
+    client = sign_in(small_limits, team.emails[Role.EDITOR])
+    assert _upload(client, _rows(6000)).status_code == 303  # over 2 KiB, under 8 KiB
+
+    answer = _upload(client, _rows(9000))
+    assert answer.status_code == 413
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "The file is over the limit of 8,192 bytes; split it and try again." in answer.text
+    assert _job_count(database) == 0
+    assert _subscriber_count(database) == 0
+
+
+def test_a_file_with_too_many_rows_is_refused_on_upload(
+    signed_in: Callable[[Role], TestClient],
+    database: db.Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importing, "MAX_IMPORT_ROWS", 2)
+    client = signed_in(Role.EDITOR)
+    answer = _upload(client, PEOPLE)
+    assert answer.status_code == 422
+    assert "More than 2 rows; split the file" in answer.text
+    assert _job_count(database) == 0
+    assert _subscriber_count(database) == 0
+
+
+def test_the_progress_of_an_import_not_yet_done_keeps_polling_every_second(
+    signed_in: Callable[[Role], TestClient], team: Team, database: db.Database
+) -> None:
+    client = signed_in(Role.VIEWER)
+    with database.transaction() as session:
+        owner = select(Account.id).where(Account.username == team.account)
+        account_id = session.scalars(owner).one()
+        later = clock.now() + timedelta(hours=1)  # not started before then: it stays queued
+        job = create_job(session, account_id, importing.IMPORT_JOB, {}, total=10, not_before=later)
+        jid = job.id
+    fragment = client.get(f"/imports/jobs/{jid}/progress")
+    assert fragment.status_code == 200
+    assert "Waiting to start" in fragment.text
+    assert f'hx-get="/imports/jobs/{jid}/progress" hx-trigger="every 1s"' in fragment.text
+    assert "<!doctype html>" not in fragment.text  # the part alone, not a whole page
+    assert "rejected.csv" not in fragment.text
