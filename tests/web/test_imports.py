@@ -381,3 +381,22 @@ def test_the_progress_of_an_import_not_yet_done_keeps_polling_every_second(
     assert f'hx-get="/imports/jobs/{jid}/progress" hx-trigger="every 1s"' in fragment.text
     assert "<!doctype html>" not in fragment.text  # the part alone, not a whole page
     assert "rejected.csv" not in fragment.text
+
+
+def test_addresses_already_here_are_updated_when_asked_and_left_alone_otherwise(
+    signed_in: Callable[[Role], TestClient], team: Team
+) -> None:
+    client = signed_in(Role.EDITOR)
+    subscriber = {"email": "ann@example.com", "first_name": "Old", "last_name": "Name"}
+    _api(client, team, "POST", "/subscribers", json={"subscriber": subscriber})
+    mapping = {"column-0": "email", "column-1": "first_name", "column-2": "", "column-3": ""}
+
+    kept = _start(client, _mapping_path(client, PEOPLE), **mapping, existing="skip")
+    assert re.search(r'data-count="skipped">1<', client.get(kept.headers["location"]).text)
+    assert _subscribers(client, team)["ann@example.com"]["attributes"]["first_name"] == "Old"
+
+    updated = _start(client, _mapping_path(client, PEOPLE), **mapping, existing="update")
+    page = client.get(updated.headers["location"]).text
+    assert re.search(r'data-count="updated">2<', page)  # ann, and bob from the first import
+    ann = _subscribers(client, team)["ann@example.com"]["attributes"]
+    assert (ann["first_name"], ann["last_name"]) == ("Ann", "Name")
