@@ -144,6 +144,7 @@ def test_the_rejected_rows_download_lists_each_bad_row_with_its_reason(
     assert jid is not None
     progress = client.get(f"/imports/jobs/{jid[1]}/progress")
     assert f'href="/imports/jobs/{jid[1]}/rejected.csv"' in progress.text
+    assert f'href="/imports/jobs/{jid[1]}"' in client.get("/imports").text  # latest imports
 
     download = client.get(f"/imports/jobs/{jid[1]}/rejected.csv")
     assert download.status_code == 200
@@ -241,6 +242,7 @@ def test_another_accounts_upload_and_import_job_are_not_found(
     other = make_team(database)
     editor.cookies.clear()
     sign_in(editor, other.emails[Role.EDITOR])
+    assert jid not in editor.get("/imports").text
     for address in (
         f"/imports/jobs/{jid}",
         f"/imports/jobs/{jid}/progress",

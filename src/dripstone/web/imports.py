@@ -20,7 +20,7 @@ from dripstone.db import AccountScope
 from dripstone.errors import DripstoneError, NotFound
 from dripstone.http import ReadSession, WriteSession
 from dripstone.jobs.models import Job, JobState
-from dripstone.jobs.service import get_job
+from dripstone.jobs.service import get_job, recent_jobs
 from dripstone.subscribers import custom_fields, exporting, importing, lists, staging
 from dripstone.web.auth import Editor, SignedIn
 from dripstone.web.filters import parse_subscriber_filter
@@ -42,6 +42,7 @@ EXISTING_CHOICES = {
     "skip": "Leave them as they are",
     "update": "Update them with the file's values (empty cells keep what is there)",
 }
+RECENT_IMPORTS = 10
 FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -55,15 +56,25 @@ def _message(exc: DripstoneError) -> str:
 # --- upload ------------------------------------------------------------------------------------
 
 
-def _upload_page(request: Request, error: str = "", status: int = 200) -> Response:
-    context = {"title": "Import subscribers", "error": error, "max_rows": importing.MAX_IMPORT_ROWS}
+def _upload_page(
+    request: Request, scope: AccountScope, error: str = "", status: int = 200
+) -> Response:
+    context = {
+        "title": "Import subscribers",
+        "error": error,
+        "max_rows": importing.MAX_IMPORT_ROWS,
+        "recent": [
+            (job, importing.import_counts(job) or {})
+            for job in recent_jobs(scope, importing.IMPORT_JOB, RECENT_IMPORTS)
+        ],
+    }
     return render(request, "imports/upload.html", context, status_code=status)
 
 
 @router.get("/imports")
-def upload_page(request: Request, viewer: Editor) -> Response:
-    """The form that uploads a CSV file."""
-    return _upload_page(request)
+def upload_page(request: Request, viewer: Editor, session: ReadSession) -> Response:
+    """The form that uploads a CSV file, and the latest imports."""
+    return _upload_page(request, viewer.scope(session))
 
 
 @router.post(UPLOAD_PATH)
@@ -75,11 +86,12 @@ def upload(
 ) -> Response:
     """Keep and check the file, then show its columns to map (or say what is wrong with it)."""
     if file is None or not file.filename:
-        return _upload_page(request, "Choose a CSV file to upload.", 422)
+        return _upload_page(request, viewer.scope(session), "Choose a CSV file to upload.", 422)
     try:
         staged = staging.stage_upload(viewer.scope(session), file.file)
     except DripstoneError as exc:
-        return _upload_page(request, f"{file.filename}: {_message(exc)}", exc.status)
+        message = f"{file.filename}: {_message(exc)}"
+        return _upload_page(request, viewer.scope(session), message, exc.status)
     return RedirectResponse(f"/imports/{staged.token}", status_code=303)
 
 
