@@ -207,6 +207,11 @@ def test_a_new_custom_field_without_a_name_is_refused_next_to_it(
     answer = _start(client, path, **{"column-0": "email", "column-3": "new", "custom-3": " "})
     assert answer.status_code == 422
     assert 'id="f-custom-3-error">Name the new custom field' in answer.text
+    long_name = {"column-0": "email", "column-3": "new", "custom-3": "x" * 300}
+    too_long = _start(client, path, **long_name)
+    assert too_long.status_code == 422
+    refusal = "Column &#39;Plan&#39;: a custom field&#39;s name has 1 to 255 characters"
+    assert refusal in too_long.text
     assert _job_count(database) == 0
 
 

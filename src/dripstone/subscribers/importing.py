@@ -141,9 +141,11 @@ def _check_field_name(column: str, name: str) -> None:
     """A custom field name every row could be stored under, or the refusal naming the column."""
     try:
         _field_name.validate_python(name)
-    except ValidationError as exc:
-        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-        raise _refuse(f"column {column!r}: custom field name {reason}", "mapping") from None
+    except ValidationError:
+        raise _refuse(
+            f"column {column!r}: a custom field's name has 1 to 255 characters, none of them NUL",
+            "mapping",
+        ) from None
 
 
 def _columns(header: Sequence[str], mapping: dict[str, str] | None) -> list[str]:

@@ -25,6 +25,7 @@ from dripstone.subscribers import importing
 from dripstone.wire import is_uuid
 
 KEPT_FOR = timedelta(days=1)
+GONE = "this upload is not waiting for an import any more; upload it again"
 SAMPLE_ROWS = 5
 # How a header is compared with the fields' names: case, spaces, dashes and dots aside.
 _NOISE = re.compile(r"[\s_.\-]+")
@@ -110,7 +111,7 @@ def staged_upload(scope: AccountScope, token: str) -> StagedUpload:
     """The account's upload `token` (404 if it is another account's, started or forgotten)."""
     summary = _path(scope, token, ".json") if is_uuid(token) else None
     if summary is None or not summary.exists():
-        raise NotFound("this upload is not waiting for an import any more; upload it again")
+        raise NotFound(GONE)
     return StagedUpload(**json.loads(summary.read_text(encoding="utf-8")))
 
 
@@ -125,9 +126,7 @@ def start_staged_import(scope: AccountScope, token: str, options: importing.Impo
             raise FileNotFoundError(token)
         summary.rename(claimed)
     except FileNotFoundError:
-        raise NotFound(
-            "this upload is not waiting for an import any more; upload it again"
-        ) from None
+        raise NotFound(GONE) from None
     try:
         job = importing.start_import(scope, _path(scope, token, ".csv"), options, owned=True)
     except BaseException:
