@@ -8,8 +8,13 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session as OrmSession
 
+from dripstone.accounts.models import Account
+from dripstone.db import AccountScope
+from dripstone.subscribers import lists, service
 from dripstone.subscribers.models import CustomFieldType, Subscriber
+from dripstone.subscribers.schemas import SubscriberCreateFields
 from dripstone.users.models import Role
 from tests.web.browser.conftest import LiveServer, Session
 
@@ -72,6 +77,12 @@ def test_an_editor_imports_5000_rows_maps_them_and_sees_the_import_finish(
     assert rejected[1].startswith(f"{BAD_LINE},email: not a valid email address")
     assert len(rejected) == 2
 
+    session.go("/imports")
+    latest = page.get_by_role("region", name="Latest imports")
+    expect(latest.locator("tbody tr")).to_have_count(1)
+    expect(latest.locator("tbody tr")).to_contain_text("succeeded")
+    session.screenshot("import-upload-with-latest")
+
     with live_server.database.read_sessions() as db_session:
         added = db_session.scalar(
             select(func.count()).select_from(Subscriber).where(Subscriber.email.like(f"%@{domain}"))
@@ -101,3 +112,33 @@ def test_the_mapping_page_fits_a_phone_and_shows_what_is_wrong(
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     session.screenshot("import-mapping-phone-no-email")
+
+
+def test_a_viewer_downloads_a_list_as_csv_from_the_export_page(
+    dashboard: Callable[..., Session], live_server: LiveServer
+) -> None:
+    session = dashboard(Role.VIEWER)
+    page = session.page
+    domain = f"{session.team.account}.example.com"
+    with live_server.database.transaction() as db_session:
+        scope = AccountScope(db_session, _account_id(db_session, session.team.account))
+        members = lists.create_list(scope, "Members")
+        fields = SubscriberCreateFields(
+            email=f"eve@{domain}", first_name="=cmd()", last_name="Gray"
+        )
+        service.create_subscriber(scope, fields, members.uuid)
+    session.go("/exports")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Export subscribers")
+    session.screenshot("export-page")
+    with page.expect_download() as download:
+        page.get_by_role("region", name="A whole list").get_by_role("link", name="Members").click()
+    rows = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert rows == [
+        "email,first_name,last_name,phone_number,status",
+        f"eve@{domain},'=cmd(),Gray,,subscribed",
+    ]
+
+
+def _account_id(db_session: OrmSession, username: str) -> int:
+    found: int = db_session.scalars(select(Account.id).where(Account.username == username)).one()
+    return found
