@@ -34,6 +34,7 @@ from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import CustomFieldType, CustomFieldValue, Subscriber
 from dripstone.tracking.models import TrackingEvent
 from dripstone.tracking.service import CLICK
+from dripstone.wire import is_uuid
 
 Order = Literal["asc", "desc"]
 SendOrder = Literal[
@@ -243,17 +244,7 @@ def link_clickers(
     """The subscribers who clicked link `html_id` of the send, each once."""
     if send_id is None:
         return
-    clicked = (
-        select(Delivery.subscriber_id)
-        .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
-        .where(
-            Delivery.account_id == account_id,
-            Delivery.send_id == send_id,
-            Delivery.kind == DeliveryKind.CAMPAIGN.value,
-            TrackingEvent.kind == CLICK,
-            TrackingEvent.html_id == html_id,
-        )
-    )
+    clicked = _clicked(account_id, send_id, html_id)
     column = getattr(Subscriber, order_by)
     stmt = (
         select(
@@ -278,6 +269,136 @@ def link_clickers(
                 "custom_fields": values.get(row.id, []),
             }
             yield {"id": row.uuid, "type": "subscriber", "attributes": attributes}
+
+
+def _clicked(account_id: int, send_id: int, html_id: int) -> AnySelect:
+    """The ids of the subscribers who clicked link `html_id` of the send: the one rule of
+    who clicked a link."""
+    return (
+        select(Delivery.subscriber_id)
+        .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
+        .where(
+            Delivery.account_id == account_id,
+            Delivery.send_id == send_id,
+            Delivery.kind == DeliveryKind.CAMPAIGN.value,
+            TrackingEvent.kind == CLICK,
+            TrackingEvent.html_id == html_id,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Clicker:
+    """A subscriber who clicked a link, for a page of them."""
+
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+
+
+def clickers_after(
+    scope: AccountScope, send_id: int, html_id: int, after: str | None, items: int
+) -> tuple[list[Clicker], str | None]:
+    """Up to `items` subscribers who clicked link `html_id` of the send, in the order they
+    were added, after the subscriber whose public id is `after` (None: from the first); and
+    the public id to ask for the next page with (None: this was the last)."""
+    stmt = scope.select(
+        Subscriber,
+        Subscriber.id,
+        Subscriber.uuid,
+        Subscriber.email,
+        Subscriber.first_name,
+        Subscriber.last_name,
+    ).where(Subscriber.id.in_(_clicked(scope.account_id, send_id, html_id)))
+    stmt = _after(scope, stmt, after)
+    rows = list(scope.session.execute(stmt.order_by(Subscriber.id).limit(items + 1)))
+    found = [
+        Clicker(row.uuid, row.email or "", row.first_name or "", row.last_name or "")
+        for row in rows[:items]
+    ]
+    return found, (found[-1].id if len(rows) > items else None)
+
+
+def _after(scope: AccountScope, stmt: S, after: str | None, column: Any = Subscriber.id) -> S:
+    """Keyset paging by subscriber: rows past the subscriber with public id `after` (one
+    lookup by its unique id; an id of no subscriber of the account starts from the first)."""
+    if after is None or not is_uuid(after):
+        return stmt
+    found = scope.session.scalar(
+        scope.select(Subscriber, Subscriber.id).where(Subscriber.uuid == after.lower())
+    )
+    return stmt if found is None else stmt.where(column > found)
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """One delivery of a send as its page shows it: where it stands and the relay's last
+    answer."""
+
+    subscriber_id: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str | None
+    viewed: bool
+    clicked: bool
+    unsubscribed: bool
+
+    @property
+    def deferred(self) -> bool:
+        """Waiting for another attempt after the relay said "later"."""
+        return self.status == DeliveryStatus.PENDING and self.attempts > 0
+
+
+def deliveries_after(
+    scope: AccountScope, send_id: int, after: str | None, items: int
+) -> tuple[list[DeliveryState], str | None]:
+    """Up to `items` campaign deliveries of the send with their states, in the order they
+    were made, after the one to the subscriber whose public id is `after`; and the public id
+    to ask for the next page with (None: this was the last).
+
+    A send makes its deliveries in subscriber order, so paging by subscriber walks the
+    (send, subscriber) index: every page costs the same on a send of any size. Deliveries
+    whose subscriber has since been deleted are in the deliveries table (and its CSV) only.
+    """
+    stmt = (
+        select(
+            Delivery.email,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.smtp_code,
+            Delivery.smtp_reply,
+            Delivery.opened_at,
+            Delivery.clicked_at,
+            Delivery.unsubscribed_at,
+            Subscriber.uuid,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(
+            Delivery.account_id == scope.account_id,
+            Delivery.send_id == send_id,
+            Delivery.kind == DeliveryKind.CAMPAIGN.value,
+        )
+    )
+    stmt = _after(scope, stmt, after, Delivery.subscriber_id)
+    rows = list(scope.session.execute(stmt.order_by(Delivery.subscriber_id).limit(items + 1)))
+    found = [
+        DeliveryState(
+            subscriber_id=row.uuid,
+            recipient=row.email,
+            status=DeliveryStatus(row.status),
+            attempts=row.attempts,
+            smtp_code=row.smtp_code,
+            smtp_reply=row.smtp_reply,
+            viewed=row.opened_at is not None or row.clicked_at is not None,
+            clicked=row.clicked_at is not None,
+            unsubscribed=row.unsubscribed_at is not None,
+        )
+        for row in rows[:items]
+    ]
+    return found, (found[-1].subscriber_id if len(rows) > items else None)
 
 
 def _custom_values(session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[Row]]:
