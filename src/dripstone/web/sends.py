@@ -28,7 +28,7 @@ from dripstone.web.templating import render
 router = APIRouter(include_in_schema=False)
 
 SENDS_PER_PAGE = 25
-ROWS_PER_PAGE = 50
+ROWS_PER_PAGE = 25
 # How often a running send's progress is fetched again (htmx `every`).
 POLL = "every 2s"
 
