@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from dripstone import clock, db
+from dripstone.accounts.models import Account
+from dripstone.analytics import tables
 from dripstone.config import Settings
+from dripstone.db import AccountScope
 from dripstone.delivery.pipeline import close_pipeline
+from dripstone.mailings.models import CampaignMailingSend
 from dripstone.users.models import Role
 from tests.analytics.campaign import POST, SALE, sent_campaign
 from tests.conftest import Api
@@ -326,3 +331,61 @@ def test_subjects_and_addresses_are_escaped(
         page = client.get(path).text
         assert "<script>alert(1)</script>" not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_deliveries_and_sends_page_by_keyset_without_gaps_or_repeats(
+    signed_in: SignedIn, team_api: Api, manual_clock: clock.ManualClock, run_tick: Tick
+) -> None:
+    people = [f"p{n:02}@example.com" for n in range(30)]
+    list_id = make_list(team_api, "Thirty")
+    add_subscribers(team_api, list_id, [{"email": address} for address in people])
+    mailing_id = make_mailing(team_api, subject="Paged")
+    send_ids = [
+        str(send(team_api, mailing_id, list_id)["campaign_mailing_send_id"]) for _ in range(27)
+    ]
+    client = signed_in(Role.VIEWER)
+
+    first = client.get(f"/sends/{send_ids[0]}")
+    seen = [row[0] for row in page_rows(first.text, "deliveries-heading")]
+    following = BeautifulSoup(first.text, "html.parser").find("a", string="Next deliveries")
+    assert following is not None
+    second = client.get(str(following["href"]))
+    seen += [row[0] for row in page_rows(second.text, "deliveries-heading")]
+    assert sorted(seen) == people
+    assert "Next deliveries" not in second.text
+
+    newest = client.get("/sends")
+    listed = [a["href"] for a in BeautifulSoup(newest.text, "html.parser").select("tbody th a")]
+    older = BeautifulSoup(newest.text, "html.parser").find("a", string="Older sends")
+    assert older is not None
+    rest = client.get(str(older["href"]))
+    listed += [a["href"] for a in BeautifulSoup(rest.text, "html.parser").select("tbody th a")]
+    assert listed == [f"/sends/{s}" for s in reversed(send_ids)]
+    assert "Older sends" not in rest.text
+
+
+def test_who_clicked_pages_one_subscriber_at_a_time(
+    team_api: Api,
+    team: Team,
+    client: TestClient,
+    smtp_server: SmtpTestServer,
+    run_tick: Tick,
+    manual_clock: clock.ManualClock,
+    database: db.Database,
+) -> None:
+    campaign = sent_campaign(team_api, client, smtp_server, run_tick, manual_clock)
+    with database.read_sessions() as session:
+        account_id = session.scalar(select(Account.id).where(Account.username == team.account))
+        assert account_id is not None
+        scope = AccountScope(session, account_id)
+        send_row = scope.by_uuid(CampaignMailingSend, campaign.send_id)
+        assert send_row is not None
+        emails = []
+        after = None
+        for _ in range(3):
+            found, after = tables.clickers_after(scope, send_row.id, 2, after, 1)
+            emails += [c.email for c in found]
+            if after is None:
+                break
+    assert emails == ["alex@example.com", "blake@example.com"]
+    assert after is None

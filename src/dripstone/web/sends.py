@@ -29,8 +29,6 @@ router = APIRouter(include_in_schema=False)
 
 SENDS_PER_PAGE = 25
 ROWS_PER_PAGE = 25
-# How often a running send's progress is fetched again (htmx `every`).
-POLL = "every 2s"
 
 Cursor = Annotated[str | None, Query(max_length=36)]
 HtmlId = Annotated[int, Path(ge=0, le=1_000_000)]
