@@ -419,13 +419,14 @@ class DeliveryState:
 def deliveries_after(
     scope: AccountScope, send_id: int, after: str | None, items: int
 ) -> tuple[list[DeliveryState], str | None]:
-    """Up to `items` campaign deliveries of the send with their states, in the order they
-    were made, after the one to the subscriber whose public id is `after`; and the public id
-    to ask for the next page with (None: this was the last).
+    """Up to `items` campaign deliveries of the send with their states, in subscriber order,
+    after the one to the subscriber whose public id is `after`; and the public id to ask for
+    the next page with (None: this was the last).
 
-    A send makes its deliveries in subscriber order, so paging by subscriber walks the
-    (send, subscriber) index: every page costs the same on a send of any size. Deliveries
-    whose subscriber has since been deleted are in the deliveries table (and its CSV) only.
+    A send makes its deliveries batch after batch in subscriber order, so this is about the
+    order they were made in; paging by subscriber walks the (send, subscriber) index, so
+    every page costs the same on a send of any size. Deliveries whose subscriber has since
+    been deleted are in the deliveries table (and its CSV) only.
     """
     stmt = (
         select(
