@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 from dripstone.users.models import Role
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.web.browser.conftest import LiveServer, Session
+from tests.web.browser.test_accessibility import violations
 
 RECIPIENTS = 60
 HTML = (
@@ -98,15 +99,18 @@ def test_a_send_reaches_100_percent_on_the_open_page_and_shows_its_analytics(
     expect(links.first.locator("td").nth(1)).to_have_text("2")
     expect(page.locator(".sends-totals")).to_contain_text(f"{RECIPIENTS}")
     session.screenshot("sends-send-finished-with-analytics")
+    assert violations(page) == []
 
     page.get_by_role("link", name="Who clicked link 1").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Who clicked link 1")
     expect(page.locator("tbody tr")).to_have_count(2)
+    assert violations(page) == []
     page.get_by_role("link", name="Spring sale").click()
     page.get_by_role("link", name="All sends").click()
     expect(page.locator("tbody tr").first).to_contain_text("Spring sale")
     expect(page.locator("tbody tr").first).to_contain_text("100.0 %")
     session.screenshot("sends-list")
+    assert violations(page) == []
 
     # At phone width the page fits; its tables scroll inside their frames.
     phone = dashboard(Role.VIEWER, width=390, height=844)
@@ -116,6 +120,7 @@ def test_a_send_reaches_100_percent_on_the_open_page_and_shows_its_analytics(
     )
     assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot("sends-send-phone")
+    assert violations(phone.page) == []
 
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0"
