@@ -65,6 +65,16 @@ _COUNTS = (
 )
 
 
+# Gmail and Yahoo refuse bulk mail from senders whose spam complaint rate stays above 0.3 %;
+# bounces above it also hurt a sender's reputation, so the overview holds both to it.
+MAILBOX_PROVIDER_LIMIT = 0.003
+
+
+def share(part: int, whole: int) -> float | None:
+    """`part / whole`, or None when there is no whole to be a part of."""
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
 class Totals:
     sent: int  # handed to a mail server, answered for good (delivered+soft+hard)
@@ -80,6 +90,31 @@ class Totals:
     machine_viewed: int  # viewed only by machines (viewed = human_viewed + machine_viewed)
     human_clicked: int
     bot_clicked: int  # clicked only by bots (clicked = human_clicked + bot_clicked)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered of sent."""
+        return share(self.delivered, self.sent)
+
+    @property
+    def open_rate(self) -> float | None:
+        """Opened of delivered."""
+        return share(self.viewed, self.delivered)
+
+    @property
+    def click_rate(self) -> float | None:
+        """Clicked of delivered."""
+        return share(self.clicked, self.delivered)
+
+    @property
+    def bounce_rate(self) -> float | None:
+        """Bounced (soft or hard) of sent."""
+        return share(self.bounced, self.sent)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        """Unsubscribed through the message, of delivered."""
+        return share(self.unsubscribed, self.delivered)
 
     @classmethod
     def zero(cls) -> Totals:
