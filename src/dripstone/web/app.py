@@ -10,16 +10,18 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import overview, signin
+from dripstone.web import drips, overview, signin
+from dripstone.web import settings as settings_pages
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
 from dripstone.web.security import DashboardHeaders
 
-ROUTERS = (signin.router, overview.router)
+ROUTERS = (signin.router, overview.router, drips.router, settings_pages.router)
 
 
 def include_dashboard(app: FastAPI, settings: Settings) -> None:
     app.state.public_url = settings.public_url
+    setattr(app.state, settings_pages.SENDER_STATE, settings_pages.SenderSettings.of(settings))
     for router in ROUTERS:
         app.include_router(router)
     static = StaticFiles(directory=str(resources.files("dripstone.web") / "static"))

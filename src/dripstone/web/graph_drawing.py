@@ -21,11 +21,13 @@ MAX_CHARACTERS = 30  # of a line in a box, at the SVG's 12px font
 
 @dataclass(frozen=True)
 class NodeIn:
-    """A node to draw: its id, its kind and the lines of text in its box (kind first)."""
+    """A node to draw: its id, its kind and the lines of text in its box (kind first);
+    lines from `quiet_from` on are secondary (counts, say)."""
 
     id: str
     kind: str
     lines: Sequence[str]
+    quiet_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Box:
     height: float
     lines: tuple[tuple[float, str], ...]  # (baseline y, text)
     layer: int
+    quiet_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,9 @@ def lay_out(nodes: Sequence[NodeIn], edges: Sequence[EdgeIn], root: str) -> Draw
             (box_top + PADDING + LINE_HEIGHT * (i + 1) - 4, shorten(text))
             for i, text in enumerate(n.lines)
         )
-        boxes[n.id] = Box(n.id, n.kind, x, box_top, BOX_WIDTH, height_of[n.id], lines, layer[n.id])
+        boxes[n.id] = Box(
+            n.id, n.kind, x, box_top, BOX_WIDTH, height_of[n.id], lines, layer[n.id], n.quiet_from
+        )
     arrows = tuple(
         _arrow(boxes[e.source], boxes[e.target], e.label)
         for e in edges
