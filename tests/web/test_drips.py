@@ -15,8 +15,8 @@ from dripstone.audit import service as audit
 from dripstone.db import AccountScope
 from dripstone.users.models import Role
 from tests.conftest import Api
-from tests.drips.helpers import create, edge, graph, node, start
 from tests.drips.conftest import run_tick, settings, smtp_server
+from tests.drips.helpers import create, edge, graph, node, start
 from tests.mailings.helpers import add_subscribers, make_list, make_mailing, ok
 from tests.web.conftest import Team, csrf_of
 
@@ -94,9 +94,11 @@ def test_the_drawing_has_every_step_with_its_counts(
     assert cells == ["Welcome &lt;aboard&gt;", "wait", "2", "0", "2", "2", "0", "0"]
     enrollments = re.search(r'<table id="enrollments">(.*?)</table>', page.text, re.S)
     assert enrollments is not None
-    assert "alex@example.com" in enrollments[1] and "blake@example.com" in enrollments[1]
+    assert "alex@example.com" in enrollments[1]
+    assert "blake@example.com" in enrollments[1]
     # A viewer sees no buttons that change the campaign.
-    assert "/pause" not in page.text and "/start" not in page.text
+    assert "/pause" not in page.text
+    assert "/start" not in page.text
 
 
 def test_pausing_through_the_page_pauses_the_campaign(
