@@ -35,6 +35,7 @@ class Line:
 class Tick:
     at: float  # the coordinate along its axis
     label: str
+    anchor: str = "middle"  # SVG text-anchor: the last x label ends at the plot's edge
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def draw_days(days: Sequence[date], series: Sequence[Series], label_every: int =
     )
     y_ticks = tuple(Tick(y(top * k / 4), f"{top * k // 4:,}") for k in range(5))
     last = len(days) - 1
-    x_ticks = tuple(Tick(x(i), days[i].strftime("%b %d")) for i in range(last, -1, -label_every))[
-        ::-1
-    ]
+    x_ticks = tuple(
+        Tick(x(i), days[i].strftime("%b %d"), "end" if i == last else "middle")
+        for i in range(last, -1, -label_every)
+    )[::-1]
     return Chart(WIDTH, HEIGHT, LEFT, plot_right, TOP, plot_bottom, lines, y_ticks, x_ticks)
