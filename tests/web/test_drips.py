@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dripstone import clock, db
@@ -14,11 +15,12 @@ from dripstone.accounts import service as accounts
 from dripstone.audit import service as audit
 from dripstone.db import AccountScope
 from dripstone.users.models import Role
+from dripstone.web import drips as drip_pages
 from tests.conftest import Api
 from tests.drips.conftest import run_tick, settings, smtp_server
 from tests.drips.helpers import create, edge, graph, node, start
 from tests.mailings.helpers import add_subscribers, make_list, make_mailing, ok
-from tests.web.conftest import Team, csrf_of
+from tests.web.conftest import Team, csrf_of, make_team
 
 __all__ = ["run_tick", "settings", "smtp_server"]
 
@@ -168,3 +170,43 @@ def test_the_list_shows_each_campaign_with_its_state_and_counts(
         re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
     ]
     assert cells[:5] == ["started", "News", "existing", "2", "0"]
+
+
+def test_enrollments_are_paged_by_subscriber_and_every_one_is_shown_once(
+    client: TestClient,
+    team: Team,
+    signed_in: Callable[[Role], TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(drip_pages, "ENROLLMENTS_PER_PAGE", 1)
+    campaign_id = branching_campaign(team_api(client, team))
+    viewer = signed_in(Role.VIEWER)
+    seen = []
+    path = f"/drips/{campaign_id}"
+    for _ in range(3):
+        page = viewer.get(path).text
+        seen += re.findall(r'<a href="/subscribers/[^"]+">([^<]+)</a>', page)
+        following = re.search(
+            r'href="(/drips/[^"]+\?after=\d+)#enrollments-heading">Next page', page
+        )
+        if following is None:
+            break
+        path = following[1]
+    assert seen == ["alex@example.com", "blake@example.com"]
+
+
+def test_another_accounts_campaign_is_not_found_and_cannot_be_paused(
+    client: TestClient,
+    team: Team,
+    database: db.Database,
+    signed_in: Callable[[Role], TestClient],
+) -> None:
+    other = make_team(database)
+    campaign_id = branching_campaign(team_api(client, other))
+    editor = signed_in(Role.EDITOR)
+    assert editor.get(f"/drips/{campaign_id}").status_code == 404
+    answer = editor.post(f"/drips/{campaign_id}/pause", data={"csrf_token": csrf_of(editor)})
+    assert answer.status_code == 404
+    state = ok(team_api(client, other).get(f"/drip_campaigns/{campaign_id}"))["data"]
+    assert state["attributes"]["state"] == "started"
+    assert campaign_id not in editor.get("/drips").text

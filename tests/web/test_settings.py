@@ -15,8 +15,9 @@ from dripstone.app import create_app
 from dripstone.config import load_settings
 from dripstone.delivery.pipeline import close_pipeline
 from dripstone.users.models import Role
+from dripstone.web import settings as settings_pages
 from tests.conftest import SECRET
-from tests.web.conftest import PASSWORD, Team, csrf_of, sign_in
+from tests.web.conftest import PASSWORD, Team, csrf_of, make_team, sign_in
 
 SECRET_SHOWN = re.compile(r'<p class="shown-once" id="secret">([^<]+)</p>')
 
@@ -220,3 +221,48 @@ def test_the_sender_settings_say_what_is_missing_and_never_the_smtp_password(
     assert "localhost" in problems[1]
     assert "List-Unsubscribe" in problems[1]
     assert "outbox" not in problems[1]  # it sends through a relay
+
+
+def test_an_owner_cannot_touch_the_users_or_keys_of_another_account(
+    client: TestClient, database: db.Database, signed_in: Callable[[Role], TestClient]
+) -> None:
+    other = make_team(database)
+    other_owner = sign_in(TestClient(client.app), other.emails[Role.OWNER])
+    other_editor_id = user_id_of(other_owner.get("/settings").text, other.emails[Role.EDITOR])
+    other_prefix = "_".join(other.api_key.split("_")[:2])
+    owner = signed_in(Role.OWNER)
+    page = owner.get("/settings").text
+    assert other.emails[Role.EDITOR] not in page
+    assert other_prefix not in page
+    token = csrf_of(owner, "/settings")
+    for action in ("disable", "password", "sign-out", "role"):
+        answer = owner.post(
+            f"/settings/users/{other_editor_id}/{action}",
+            data={"csrf_token": token, "role": "viewer"},
+        )
+        assert answer.status_code == 404, action
+        assert "no user" in answer.text
+    revoked = owner.post(f"/settings/keys/{other_prefix}/revoke", data={"csrf_token": token})
+    assert revoked.status_code == 404
+    lists = client.get(
+        "/v1/marketing/subscription_lists",
+        headers={"authorization": f"Token token={other.api_key}"},
+    )
+    assert lists.status_code == 200
+    assert other_owner.get("/settings").status_code == 200
+
+
+def test_the_audit_log_is_paged_from_newest_to_oldest(
+    signed_in: Callable[[Role], TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_pages, "AUDIT_EVENTS_PER_PAGE", 2)
+    owner = signed_in(Role.OWNER)
+    for _ in range(3):
+        owner.post("/settings/keys", data={"csrf_token": csrf_of(owner, "/settings")})
+    first = owner.get("/settings/audit").text
+    assert first.count("POST /settings/keys") == 2
+    older = re.search(r'href="(/settings/audit\?before=\d+)">Older', first)
+    assert older is not None
+    second = owner.get(older[1]).text
+    assert second.count("POST /settings/keys") == 1
+    assert "Older</a>" not in second

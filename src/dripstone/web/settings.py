@@ -19,7 +19,7 @@ from dripstone.accounts import service as accounts
 from dripstone.accounts.models import Account
 from dripstone.audit import service as audit
 from dripstone.config import Settings
-from dripstone.errors import DripstoneError, Invalid
+from dripstone.errors import DripstoneError, Invalid, NotFound
 from dripstone.http import ReadSession, WriteSession
 from dripstone.users import service as users
 from dripstone.users import sessions
@@ -177,7 +177,9 @@ def _refused(
     typed: dict[str, str] | None = None,
 ) -> Response:
     session.rollback()
-    return _page(request, viewer, session, errors=errors_of(exc), typed=typed, status_code=422)
+    # A user or key of no one in this account is not found; anything else is a refusal.
+    status = 404 if isinstance(exc, NotFound) else 422
+    return _page(request, viewer, session, errors=errors_of(exc), typed=typed, status_code=status)
 
 
 @router.post("/settings/users", include_in_schema=False)
