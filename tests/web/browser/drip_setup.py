@@ -81,4 +81,10 @@ def started_campaign(api: TeamApi, name: str = "Welcome series", send: bool = Fa
         sent_mailing(api, list_id, mailings[0])
     campaign_id: str = api.call("POST", "/drip_campaigns", body)["data"]["id"]
     api.call("POST", f"/drip_campaigns/{campaign_id}/start")
+
+    def enrolled() -> bool:
+        found = api.call("GET", f"/drip_campaigns/{campaign_id}/report")["data"]["enrollments"]
+        return len(found) == len(people)
+
+    wait_until(enrolled, "the list's members to be enrolled", 60)
     return campaign_id

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from dripstone.users.models import Role
 from tests.web.browser.conftest import Session
 from tests.web.browser.drip_setup import TeamApi, started_campaign
+from tests.web.browser.test_accessibility import violations
 
 
 def test_an_editor_opens_the_drawing_and_pauses_the_campaign(
@@ -46,6 +47,7 @@ def test_an_editor_opens_the_drawing_and_pauses_the_campaign(
         api.call("GET", f"/drip_campaigns/{campaign_id}")["data"]["attributes"]["state"] == "paused"
     )
     session.screenshot("drip-drawing-paused")
+    assert violations(page) == []
     api.close()
 
 
@@ -61,4 +63,5 @@ def test_the_drawing_fits_a_phone_by_scrolling_inside_its_frame(
     assert overflow, "the page itself must not scroll sideways at 390 px"
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)
     session.screenshot("drip-drawing-phone")
+    assert violations(page) == []
     api.close()
