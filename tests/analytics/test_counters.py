@@ -138,6 +138,13 @@ def snapshot(database: db.Database) -> dict[str, Any]:
                 }
                 for account_id, campaign_id in drips
             },
+            "days": {
+                account_id: [
+                    asdict(day)
+                    for day in counters.daily_totals(session, account_id, 30, clock.now().date())
+                ]
+                for account_id, _ in sends
+            },
         }
 
 

@@ -76,3 +76,15 @@ def test_the_upgrade_counts_what_the_rows_hold_and_keeps_earlier_opens_as_people
     ]
     assert statistics(api, "alex@example.com")["opened"] == 1
     assert statistics(api, "gone@example.com")["hard_bounced"] == 1
+    # The overview's days start from the rows too: today holds the send's messages.
+    with database.read_sessions() as session:
+        today = counters.daily_totals(session, send_row.account_id, 30, clock.now().date())[-1]
+    assert asdict(today) == {
+        "day": clock.now().date(),
+        "sent": 3,
+        "delivered": 2,
+        "bounced": 1,
+        "opened": 2,
+        "clicked": 2,
+        "unsubscribed": 1,
+    }

@@ -15,6 +15,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -29,8 +30,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dripstone import clock
 from dripstone.analytics import engagement
 from dripstone.analytics.models import (
+    DailyCounter,
     DripEmailCounter,
     LinkCounter,
     MessageCounts,
@@ -62,6 +65,16 @@ _COUNTS = (
 )
 
 
+# Gmail and Yahoo refuse bulk mail from senders whose spam complaint rate stays above 0.3 %;
+# bounces above it also hurt a sender's reputation, so the overview holds both to it.
+MAILBOX_PROVIDER_LIMIT = 0.003
+
+
+def share(part: int, whole: int) -> float | None:
+    """`part / whole`, or None when there is no whole to be a part of."""
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
 class Totals:
     sent: int  # handed to a mail server, answered for good (delivered+soft+hard)
@@ -77,6 +90,31 @@ class Totals:
     machine_viewed: int  # viewed only by machines (viewed = human_viewed + machine_viewed)
     human_clicked: int
     bot_clicked: int  # clicked only by bots (clicked = human_clicked + bot_clicked)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered of sent."""
+        return share(self.delivered, self.sent)
+
+    @property
+    def open_rate(self) -> float | None:
+        """Opened of delivered."""
+        return share(self.viewed, self.delivered)
+
+    @property
+    def click_rate(self) -> float | None:
+        """Clicked of delivered."""
+        return share(self.clicked, self.delivered)
+
+    @property
+    def bounce_rate(self) -> float | None:
+        """Bounced (soft or hard) of sent."""
+        return share(self.bounced, self.sent)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        """Unsubscribed through the message, of delivered."""
+        return share(self.unsubscribed, self.delivered)
 
     @classmethod
     def zero(cls) -> Totals:
@@ -195,6 +233,56 @@ def drip_email_totals(
     return {row.drip_node_id: Totals.of(row._mapping) for row in rows}
 
 
+@dataclass(frozen=True)
+class Day:
+    """One UTC day of an account's campaign and drip messages."""
+
+    day: date
+    sent: int
+    delivered: int
+    bounced: int  # soft + hard
+    opened: int  # first opens that day (of messages sent that day or before)
+    clicked: int
+    unsubscribed: int
+
+
+def daily_totals(session: Session, account_id: int, days: int, today: date) -> list[Day]:
+    """The account's last `days` days up to `today`, oldest first (days with nothing: zero).
+
+    Cheap at any volume: it reads the `daily_counters` rows (one per account and day, moved
+    with the other counters) by their primary key range, at most `days` rows, and never the
+    deliveries."""
+    first = today - timedelta(days=days - 1)
+    rows = {
+        row.day: row
+        for row in session.scalars(
+            select(DailyCounter).where(
+                DailyCounter.account_id == account_id,
+                DailyCounter.day >= first,
+                DailyCounter.day <= today,
+            )
+        )
+    }
+    found = []
+    for offset in range(days):
+        on = first + timedelta(days=offset)
+        row = rows.get(on)
+        found.append(
+            Day(on, 0, 0, 0, 0, 0, 0)
+            if row is None
+            else Day(
+                on,
+                row.sent,
+                row.delivered,
+                row.soft_bounced + row.hard_bounced,
+                row.viewed,
+                row.clicked,
+                row.unsubscribed,
+            )
+        )
+    return found
+
+
 @drips_report.counts_emails_with
 def _drip_email_counts(
     session: Session, account_id: int, drip_campaign_id: int
@@ -288,6 +376,7 @@ class _Batch:
         self.drip_emails: dict[tuple[int, str], tuple[int, _Deltas]] = {}
         self.links: dict[tuple[int, int, str], tuple[int, _Deltas]] = {}
         self.subscribers: dict[int, tuple[int, _Deltas]] = {}
+        self.days: dict[tuple[int, date], _Deltas] = {}
 
     def add_send(self, send_id: int, account_id: int, mailing_id: int, deltas: _Deltas) -> None:
         entry = self.sends.setdefault(send_id, (account_id, mailing_id, {}))
@@ -307,6 +396,11 @@ class _Batch:
         if subscriber_id is not None:
             wanted = {k: v for k, v in deltas.items() if k in _SUBSCRIBER_COUNTS}
             _merge(self.subscribers.setdefault(subscriber_id, (account_id, {}))[1], wanted)
+
+    def add_day(self, account_id: int, deltas: _Deltas) -> None:
+        # The day the event is counted: now, as it happens, in UTC.
+        wanted = {k: v for k, v in deltas.items() if k in _DAILY_COUNTS}
+        _merge(self.days.setdefault((account_id, clock.now().date()), {}), wanted)
 
     def apply(self, connection: Connection) -> None:
         """One statement per counter table: every row it touches, in key order (so two
@@ -352,9 +446,18 @@ class _Batch:
                 for k, (account, deltas) in sorted(self.subscribers.items())
             ],
         )
+        _upsert(
+            connection,
+            DailyCounter,
+            [
+                ({"account_id": account, "day": on}, deltas)
+                for (account, on), deltas in sorted(self.days.items())
+            ],
+        )
 
 
 _SUBSCRIBER_COUNTS = ("sent", "delivered", "soft_bounced", "hard_bounced", "viewed", "clicked")
+_DAILY_COUNTS = (*_SUBSCRIBER_COUNTS, "unsubscribed")
 
 
 def _merge(into: _Deltas, deltas: _Deltas) -> None:
@@ -372,12 +475,14 @@ _COUNTER_COLUMNS: dict[Any, tuple[str, ...]] = {
     DripEmailCounter: _COUNTS,
     LinkCounter: ("clicked", "human_clicked", "clicks"),
     SubscriberCounter: ("sent", "delivered", "soft_bounced", "hard_bounced", "viewed", "clicked"),
+    DailyCounter: _DAILY_COUNTS,
 }
 _KEYS = {
     SendCounter: ["send_id"],
     DripEmailCounter: ["drip_campaign_id", "drip_node_id"],
     LinkCounter: ["send_id", "html_id", "url_hash"],
     SubscriberCounter: ["subscriber_id"],
+    DailyCounter: ["account_id", "day"],
 }
 
 
@@ -446,6 +551,7 @@ def count_finished(
     for d in counted:
         deltas = _STATUS_COUNTS[DeliveryStatus(d.status)]
         batch.add_subscriber(d.subscriber_id, d.account_id, deltas)
+        batch.add_day(d.account_id, deltas)
         if d.kind == DeliveryKind.CAMPAIGN and d.send_id is not None:
             batch.add_send(d.send_id, d.account_id, d.campaign_mailing_id, deltas)
         campaign_id = campaigns.get(d.drip_enrollment_id or 0)
@@ -474,6 +580,7 @@ def count_firsts(session: Session, firsts: Sequence[tracking_service.Firsts]) ->
             "global_unsubscribed": int(f.unsubscribed and f.all_mail),
         }
         batch.add_subscriber(f.subscriber_id, f.account_id, deltas)
+        batch.add_day(f.account_id, deltas)
         if f.kind == DeliveryKind.CAMPAIGN and f.send_id in mailings:
             batch.add_send(f.send_id, f.account_id, mailings[f.send_id], deltas)
             for (html_id, url), link in f.links.items():
@@ -546,7 +653,7 @@ def rebuild(session: Session, account_id: int | None = None) -> None:
     """Recompute every counter (of one account, or of all) from the delivery and event rows:
     a repair, and the check the incremental counters are tested against."""
     mine = [] if account_id is None else [Delivery.account_id == account_id]
-    for model in (SendCounter, DripEmailCounter, LinkCounter, SubscriberCounter):
+    for model in (SendCounter, DripEmailCounter, LinkCounter, SubscriberCounter, DailyCounter):
         stmt = delete(model)
         if account_id is not None:
             stmt = stmt.where(model.account_id == account_id)
@@ -633,3 +740,46 @@ def rebuild(session: Session, account_id: int | None = None) -> None:
     ]
     for start in range(0, len(rows), 1000):
         session.execute(insert(LinkCounter), rows[start : start + 1000])
+    _rebuild_days(session, mine)
+
+
+def _rebuild_days(session: Session, mine: list[Any]) -> None:
+    """Each message on the day it was answered for good, first opened, clicked, unsubscribed."""
+    ours = [*mine, Delivery.kind.in_([DeliveryKind.CAMPAIGN, DeliveryKind.DRIP])]
+    days: dict[tuple[int, date], _Deltas] = {}
+
+    def add(account_id: int, on: object, counts: Any) -> None:
+        key = (account_id, date.fromisoformat(str(on)[:10]))
+        wanted = {k: int(v) for k, v in counts.items() if k in _DAILY_COUNTS}
+        _merge(days.setdefault(key, {}), wanted)
+
+    finished = func.date(Delivery.finished_at)
+    aggregates = {a.name: a for a in _message_aggregates()}
+    for row in session.execute(
+        select(
+            Delivery.account_id,
+            finished.label("on"),
+            *(aggregates[n] for n in ("sent", "delivered", "soft_bounced", "hard_bounced")),
+        )
+        .where(*ours, Delivery.status.in_(SENT), Delivery.finished_at.is_not(None))
+        .group_by(Delivery.account_id, finished)
+    ):
+        add(row.account_id, row.on, dict(row._mapping))
+    for column, name in (
+        (Delivery.opened_at, "viewed"),
+        (Delivery.clicked_at, "clicked"),
+        (Delivery.unsubscribed_at, "unsubscribed"),
+    ):
+        on = func.date(column)
+        for account_id, when, n in session.execute(
+            select(Delivery.account_id, on, func.count())
+            .where(*ours, column.is_not(None))
+            .group_by(Delivery.account_id, on)
+        ):
+            add(account_id, when, {name: n})
+    rows = [
+        {"account_id": account, "day": on, **{n: deltas.get(n, 0) for n in _DAILY_COUNTS}}
+        for (account, on), deltas in sorted(days.items())
+    ]
+    for start in range(0, len(rows), 1000):
+        session.execute(insert(DailyCounter), rows[start : start + 1000])

@@ -7,7 +7,9 @@ message opened five times is one `viewed`. Machine opens and bot clicks are the 
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String, Text
+from datetime import date
+
+from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone.db import AccountOwned, Base, BigIntId
@@ -83,3 +85,26 @@ class SubscriberCounter(AccountOwned, Base):
     hard_bounced: Mapped[int] = mapped_column(default=0)
     viewed: Mapped[int] = mapped_column(default=0)
     clicked: Mapped[int] = mapped_column(default=0)
+
+
+class DailyCounter(Base):
+    """One account's campaign and drip messages on one UTC day: the overview's chart and its
+    30-day bounce rate read at most 31 of these rows, never the deliveries.
+
+    A message counts on the day it was answered for good (`sent`, `delivered`, bounces) and,
+    separately, on the day it was first opened or clicked; so a day's opens may belong to
+    messages sent on an earlier day."""
+
+    __tablename__ = "daily_counters"
+
+    account_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)  # delivered + soft + hard bounced
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    soft_bounced: Mapped[int] = mapped_column(BigInteger, default=0)
+    hard_bounced: Mapped[int] = mapped_column(BigInteger, default=0)
+    viewed: Mapped[int] = mapped_column(BigInteger, default=0)  # first opens (a click counts)
+    clicked: Mapped[int] = mapped_column(BigInteger, default=0)  # first clicks
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)

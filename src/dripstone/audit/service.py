@@ -85,16 +85,32 @@ def list_events(scope: AccountScope, *, items: int, page: int) -> list[Event]:
         .limit(items)
         .offset((page - 1) * items)
     )
-    return [
-        Event(
-            id=row.uuid,
-            occurred_at=row.occurred_at,
-            actor_type=row.actor_type,
-            actor=row.actor_label,
-            action=row.action,
-            object_ids=json.loads(row.object_ids),
-            status=row.status,
-            request_id=row.request_id,
-        )
-        for row in scope.session.scalars(stmt)
-    ]
+    return [_event(row) for row in scope.session.scalars(stmt)]
+
+
+def events_before(
+    scope: AccountScope, *, before: int | None, items: int
+) -> tuple[list[Event], int | None]:
+    """The account's events older than the one with internal id `before` (all, if None),
+    newest first; and the `before` of the next page (None on the last). Keyset paging, so
+    an old page costs what the first does."""
+    stmt = scope.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(items + 1)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.id < before)
+    rows = list(scope.session.scalars(stmt))
+    more = len(rows) > items
+    rows = rows[:items]
+    return [_event(row) for row in rows], rows[-1].id if more and rows else None
+
+
+def _event(row: AuditEvent) -> Event:
+    return Event(
+        id=row.uuid,
+        occurred_at=row.occurred_at,
+        actor_type=row.actor_type,
+        actor=row.actor_label,
+        action=row.action,
+        object_ids=json.loads(row.object_ids),
+        status=row.status,
+        request_id=row.request_id,
+    )

@@ -93,11 +93,9 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
     return found
 
 
-def report(
-    scope: AccountScope, campaign: DripCampaign, *, items: int, page: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per node: entered, waiting now, completed, exited there, emails sent/opened/clicked;
-    and a page of enrollments with their current node and next step time."""
+def node_counts(scope: AccountScope, campaign: DripCampaign) -> list[dict[str, Any]]:
+    """Per node of the campaign's graph, in graph order: entered, waiting now, completed,
+    exited there, emails sent/opened/clicked (by people)."""
     session = scope.session
     graph = parse_graph(campaign.nodes)
     entered = {
@@ -141,7 +139,16 @@ def report(
                 "emails_clicked": email.get("human_clicked", 0),
             }
         )
-    rows = session.execute(
+    return nodes
+
+
+def report(
+    scope: AccountScope, campaign: DripCampaign, *, items: int, page: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per node: entered, waiting now, completed, exited there, emails sent/opened/clicked;
+    and a page of enrollments with their current node and next step time."""
+    nodes = node_counts(scope, campaign)
+    rows = scope.session.execute(
         select(DripEnrollment, Subscriber.uuid, Subscriber.email)
         .outerjoin(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
         .where(DripEnrollment.drip_campaign_id == campaign.id)
@@ -149,17 +156,43 @@ def report(
         .limit(items)
         .offset((page - 1) * items)
     ).all()
-    enrollments = [
-        {
-            "subscriber_id": uuid,
-            "email": email,
-            "state": e.state,
-            "node_id": e.node_id,
-            "next_run_at": e.next_run_at if e.state == EnrollmentState.ACTIVE else None,
-            "enrolled_at": e.enrolled_at,
-            "finished_at": e.finished_at,
-            "exit_reason": e.exit_reason,
-        }
-        for e, uuid, email in rows
-    ]
-    return nodes, enrollments
+    return nodes, [_enrollment(e, uuid, email) for e, uuid, email in rows]
+
+
+def _enrollment(e: DripEnrollment, uuid: str | None, email: str | None) -> dict[str, Any]:
+    return {
+        "subscriber_id": uuid,
+        "email": email,
+        "state": e.state,
+        "node_id": e.node_id,
+        "next_run_at": e.next_run_at if e.state == EnrollmentState.ACTIVE else None,
+        "enrolled_at": e.enrolled_at,
+        "finished_at": e.finished_at,
+        "exit_reason": e.exit_reason,
+    }
+
+
+def enrollments_page(
+    scope: AccountScope, campaign: DripCampaign, *, after: int | None, items: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the campaign's enrollments in subscriber order, after the subscriber with
+    internal id `after`; and the `after` of the next page (None on the last). Keyset paging
+    on the (campaign, subscriber) unique index: as cheap on page 10,000 as on page 1.
+    Enrollments whose subscriber was deleted have no one to show and are left out."""
+    stmt = (
+        select(DripEnrollment, Subscriber.uuid, Subscriber.email)
+        .join(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            DripEnrollment.account_id == scope.account_id,
+        )
+        .order_by(DripEnrollment.subscriber_id)
+        .limit(items + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(DripEnrollment.subscriber_id > after)
+    rows = scope.session.execute(stmt).all()
+    more = len(rows) > items
+    rows = rows[:items]
+    next_after = rows[-1][0].subscriber_id if more and rows else None
+    return [_enrollment(e, uuid, email) for e, uuid, email in rows], next_after

@@ -119,9 +119,48 @@ def get_user(session: Session, email: str) -> User:
     return user
 
 
+def account_user(session: Session, account_id: int, user_id: str) -> User:
+    """The user with public id `user_id` if they belong to the account; 404 otherwise."""
+    user = session.scalars(
+        select(User).where(User.account_id == account_id, User.uuid == user_id.lower())
+    ).first()
+    if user is None:
+        raise NotFound(f"no user {user_id} in this account", field="user")
+    return user
+
+
+def _keep_an_owner(session: Session, user: User) -> None:
+    """Refuse to leave an account without an enabled owner: no one could manage it again."""
+    if user.role != Role.OWNER or user.disabled:
+        return
+    others = session.scalars(
+        select(User.id).where(
+            User.account_id == user.account_id,
+            User.role == Role.OWNER,
+            User.disabled.is_(False),
+            User.id != user.id,
+        )
+    ).first()
+    if others is None:
+        raise Invalid(
+            "this is the account's only owner: make another user an owner first", field="role"
+        )
+
+
+def set_role(session: Session, user: User, role: Role) -> User:
+    """Give `user` another role; the account keeps at least one enabled owner."""
+    if role != user.role:
+        if role != Role.OWNER:
+            _keep_an_owner(session, user)
+        user.role = role
+    return user
+
+
 def disable_user(session: Session, email: str) -> User:
-    """Disabled users never sign in again, and their sessions end."""
+    """Disabled users never sign in again, and their sessions end. The account's last
+    enabled owner cannot be disabled."""
     user = get_user(session, email)
+    _keep_an_owner(session, user)
     if not user.disabled:
         user.disabled = True
         user.sessions_revoked_at = clock.now()

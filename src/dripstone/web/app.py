@@ -10,16 +10,25 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import imports, overview, sends, signin
+from dripstone.web import drips, imports, overview, sends, signin
+from dripstone.web import settings as settings_pages
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
 from dripstone.web.security import DashboardHeaders
 
-ROUTERS = (signin.router, overview.router, imports.router, sends.router)
+ROUTERS = (
+    signin.router,
+    overview.router,
+    imports.router,
+    sends.router,
+    drips.router,
+    settings_pages.router,
+)
 
 
 def include_dashboard(app: FastAPI, settings: Settings) -> None:
     app.state.public_url = settings.public_url
+    setattr(app.state, settings_pages.SENDER_STATE, settings_pages.SenderSettings.of(settings))
     for router in ROUTERS:
         app.include_router(router)
     static = StaticFiles(directory=str(resources.files("dripstone.web") / "static"))
