@@ -41,6 +41,21 @@ class TimelineKind(StrEnum):
     DRIP_LEFT = "drip_left"
 
 
+# Things that happen in the same instant are shown in the order they must have happened.
+_ORDER = {
+    TimelineKind.CREATED: 0,
+    TimelineKind.JOINED: 1,
+    TimelineKind.DRIP_ENTERED: 2,
+    TimelineKind.DRIP_STEP: 3,
+    TimelineKind.DELIVERED: 4,
+    TimelineKind.BOUNCED: 4,
+    TimelineKind.OPENED: 5,
+    TimelineKind.CLICKED: 6,
+    TimelineKind.UNSUBSCRIBED: 7,
+    TimelineKind.DRIP_LEFT: 8,
+}
+
+
 @dataclass(frozen=True)
 class TimelineEntry:
     """One thing that happened: when, what, and about which list, mailing or campaign."""
@@ -68,7 +83,7 @@ def timeline(
     entries += _deliveries(scope, subscriber.id, limit)
     entries += _tracking(scope, subscriber.id, limit)
     entries += _drips(scope, subscriber.id, limit)
-    entries.sort(key=lambda e: e.at, reverse=True)
+    entries.sort(key=lambda e: (e.at, _ORDER[e.kind]), reverse=True)
     return entries[:limit]
 
 
@@ -102,6 +117,7 @@ def _deliveries(scope: AccountScope, subscriber_id: int, limit: int) -> list[Tim
             func.coalesce(Delivery.finished_at, Delivery.sent_at),
             Delivery.subject,
             CampaignMailing.subject,
+            Delivery.smtp_code,
             Delivery.smtp_reply,
         )
         .outerjoin(CampaignMailing, CampaignMailing.id == Delivery.campaign_mailing_id)
@@ -120,7 +136,7 @@ def _deliveries(scope: AccountScope, subscriber_id: int, limit: int) -> list[Tim
         .limit(limit)
     ).all()
     entries = []
-    for status, at, own_subject, mailing_subject, reply in rows:
+    for status, at, own_subject, mailing_subject, code, reply in rows:
         if at is None:
             continue
         if status == DeliveryStatus.DELIVERED:
@@ -129,7 +145,8 @@ def _deliveries(scope: AccountScope, subscriber_id: int, limit: int) -> list[Tim
             )
         else:
             how = "hard bounce" if status == DeliveryStatus.HARD_BOUNCED else "soft bounce"
-            detail = f"{how}: {reply}" if reply else how
+            answer = " ".join(str(part) for part in (code, reply) if part)
+            detail = f"{how}: {answer}" if answer else how
             entries.append(
                 TimelineEntry(
                     at, TimelineKind.BOUNCED, _subject(own_subject, mailing_subject), detail
