@@ -297,7 +297,7 @@ def test_unsubscribe_from_one_list_then_from_all_mail(signed_in: SignedIn, team:
     client.post(f"/subscribers/{ann}/unsubscribe", data={"csrf_token": token})
     assert detail(api, ann)["unsubscribed"] is True
     timeline = client.get(f"/subscribers/{ann}").text.split('id="timeline"')[1]
-    assert timeline.index("All mail") < timeline.index("VIP") < timeline.index("Added")
+    assert timeline.index("All mail") < timeline.index("VIP") < timeline.index("to this account")
 
 
 def test_names_and_custom_fields_are_shown_escaped(signed_in: SignedIn, team: Team) -> None:

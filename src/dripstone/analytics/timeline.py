@@ -74,7 +74,7 @@ def timeline(
     scope: AccountScope, subscriber: Subscriber, limit: int = TIMELINE_LIMIT
 ) -> list[TimelineEntry]:
     """The latest `limit` things that happened to `subscriber`, newest first."""
-    entries = [TimelineEntry(subscriber.created_at, TimelineKind.CREATED, "Added")]
+    entries = [TimelineEntry(subscriber.created_at, TimelineKind.CREATED, "to this account")]
     if subscriber.opted_out_on is not None:
         entries.append(
             TimelineEntry(subscriber.opted_out_on, TimelineKind.UNSUBSCRIBED, "All mail")
