@@ -11,7 +11,9 @@ import httpx
 from fastapi.testclient import TestClient
 
 from dripstone import db
+from dripstone.subscribers.browse import subscriber_page
 from dripstone.subscribers.models import Subscriber
+from dripstone.subscribers.selection import Selection
 from dripstone.users.models import Role
 from tests.conftest import Api
 from tests.web.conftest import Team, csrf_of
@@ -337,3 +339,39 @@ def test_another_accounts_subscriber_is_not_found(
     with database.transaction() as session:
         kept = session.query(Subscriber).filter_by(uuid=theirs).one()
         assert kept.email == "theirs@example.com"
+
+
+def test_a_rare_match_is_found_a_bounded_stretch_at_a_time(
+    signed_in: SignedIn, team: Team, database: db.Database
+) -> None:
+    """Each page reads at most `scan` subscribers; walking on finds every match, once."""
+    client = signed_in(Role.VIEWER)
+    api = team_api(client, team)
+    rows = [
+        {"email": f"{'rare' if i % 17 == 0 else 'common'}{i:03d}@example.com"} for i in range(200)
+    ]
+    assert api.post("/subscribers_bulk_create", {"subscribers": rows}).status_code == 200
+    expected = {f"rare{i:03d}@example.com" for i in range(200) if i % 17 == 0}
+    with database.read_sessions() as session:
+        account_id = session.query(Subscriber.account_id).first()
+        assert account_id is not None
+        scope = db.AccountScope(session, account_id[0])
+        selection = Selection(search="rare")
+        seen: list[str] = []
+        pages = []
+        before = None
+        while True:
+            page = subscriber_page(scope, selection, limit=3, before_id=before, scan=30)
+            pages.append(page)
+            seen += [s.email or "" for s in page.subscribers]
+            if page.older_than is None:
+                break
+            before = page.older_than
+        assert sorted(seen) == sorted(expected)
+        assert len(seen) == len(set(seen))
+        assert any(p.partial and len(p.subscribers) < 3 for p in pages)
+        # Back from the last page comes the one before it.
+        last = pages[-1]
+        assert last.newer_than is not None
+        back = subscriber_page(scope, selection, limit=3, after_id=last.newer_than, scan=30)
+        assert {s.email for s in back.subscribers} <= expected

@@ -40,11 +40,14 @@ def _lists_page(
     typed: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
+    # Counts come after the page, one request per list: counting a million members is
+    # the slow part, and the names are what the page is for.
+    every_list = lists.all_lists(scope)
     context = {
         "title": "Lists",
-        "lists": lists.list_lists(scope),
+        "lists": every_list,
         "segments": segments.list_dynamic_lists(scope),
-        "list_names": {lst.id: lst.name for lst in lists.all_lists(scope)},
+        "list_names": {lst.id: lst.name for lst in every_list},
         "errors": errors or {},
         "typed": typed or {},
         "notice": request.query_params.get("notice", "")[:200],
@@ -230,6 +233,13 @@ async def update_segment(
 def delete_segment(segment_id: str, viewer: Editor, session: WriteSession) -> Response:
     segments.delete_dynamic_list(viewer.scope(session), segment_id)
     return RedirectResponse("/lists?notice=Dynamic+list+deleted", status_code=303)
+
+
+@router.get("/lists/{list_id}/count")
+def list_count(list_id: str, viewer: SignedIn, session: ReadSession) -> Response:
+    """A list's subscriber count as the API counts it, loaded after the page."""
+    scope = viewer.scope(session)
+    return HTMLResponse(number(lists.list_count(scope, lists.get_list(scope, list_id))))
 
 
 @router.get("/lists/segments/{segment_id}/count")

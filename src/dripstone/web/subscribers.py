@@ -21,7 +21,7 @@ from dripstone.http import ReadSession, WriteSession
 from dripstone.jobs.models import JobState
 from dripstone.jobs.service import get_job
 from dripstone.subscribers import bulk, custom_fields, lists, schemas, segments, service
-from dripstone.subscribers.browse import subscriber_page
+from dripstone.subscribers.browse import SCAN, subscriber_page
 from dripstone.subscribers.models import DynamicList, SubscriptionList
 from dripstone.subscribers.selection import Selection, count_selected
 from dripstone.subscribers.subscriptions import (
@@ -91,6 +91,19 @@ class Chosen:
     @property
     def dynamic(self) -> bool:
         return self.segment is not None
+
+    @property
+    def everyone(self) -> bool:
+        """All contacts, unfiltered: paging walks the ids alone, no stretch to bound."""
+        request = self.request
+        return (
+            request is not None
+            and not self.dynamic
+            and self.base_list is not None
+            and self.base_list.is_default
+            and request.search == "*"
+            and not request.filters
+        )
 
     def query(self, **more: Any) -> str:
         """The query string that shows this selection again (with `more` on top)."""
@@ -191,6 +204,7 @@ def subscribers_page(
                 limit=PAGE_SIZE,
                 before_id=_keyset(before, "before"),
                 after_id=_keyset(after, "after"),
+                scan=None if chosen.everyone else SCAN,
             )
         except DripstoneError as exc:
             if exc.status != 422:
@@ -204,6 +218,7 @@ def subscribers_page(
         "page": page,
         "errors": chosen.errors,
         "first_page": before is None and after is None,
+        "scan": SCAN,
         "notice": request.query_params.get("notice", "")[:200],
         **_page_context(scope),
     }
