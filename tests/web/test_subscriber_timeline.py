@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from dripstone.delivery.pipeline import close_pipeline
 from dripstone.users.models import Role
 from tests.analytics.campaign import sent_campaign
 from tests.delivery.smtp_server import SmtpTestServer
+from tests.drips import helpers as drips
 from tests.mailings.conftest import run_tick, smtp_server, smtp_settings
+from tests.mailings.helpers import add_subscribers, make_list, make_mailing
 from tests.web.conftest import Team
 from tests.web.test_subscribers import team_api
 
@@ -86,3 +89,32 @@ def test_the_timeline_tells_what_happened_newest_first(
         ("unsubscribed", "All mail", ""),
     }
     assert [kind for kind, _, _ in casey][2:] == ["opened", "delivered", "joined", "created"]
+
+
+def test_the_timeline_shows_a_drips_steps(
+    signed_in: SignedIn,
+    team: Team,
+    smtp_server: SmtpTestServer,
+    run_tick: Callable[[], None],
+    manual_clock: clock.ManualClock,
+) -> None:
+    client = signed_in(Role.VIEWER)
+    api = team_api(client, team)
+    news = make_list(api, "News")
+    add_subscribers(api, news, [{"email": "alex@example.com", "first_name": "Alex"}])
+    first, second = make_mailing(api, subject="Welcome"), make_mailing(api, subject="Day two")
+    campaign = drips.create(api, news, drips.two_emails(first, second), name="Onboarding")
+    drips.start(api, campaign)
+    for _ in range(3):
+        run_tick()
+        manual_clock.advance(timedelta(seconds=3))
+    run_tick()
+
+    alex = events(client, "alex@example.com")
+    kinds = [kind for kind, _, _ in alex]
+    assert kinds.index("delivered") < kinds.index("drip_step") < kinds.index("drip_entered")
+    steps = [detail for kind, subject, detail in alex if kind == "drip_step"]
+    assert sorted(steps) == ["step a", "step d", "step t"]
+    assert ("drip_entered", "Onboarding", "") in alex
+    assert ("delivered", "Welcome", "") in alex
+    assert "Day two" not in [subject for _, subject, _ in alex]  # still waiting a day

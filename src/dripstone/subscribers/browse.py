@@ -15,7 +15,7 @@ from dripstone.db import AccountScope
 from dripstone.subscribers.models import Subscriber
 from dripstone.subscribers.selection import Selection, selection_condition
 
-SCAN = 10_000
+SCAN = 5_000
 
 
 @dataclass(frozen=True)
