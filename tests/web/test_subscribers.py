@@ -336,9 +336,30 @@ def test_another_accounts_subscriber_is_not_found(
         data={"action": "delete", "all": "0", "ids": [theirs], "csrf_token": token},
     )
     assert ticked.status_code == 422
+    everyone = next(
+        lst["id"]
+        for lst in other_api.get("/subscription_lists").json()["data"]
+        if lst["attributes"]["is_default"]
+    )
+    started = other_api.post(
+        "/subscriptions/bulk_global_subscribe", {"from_subscription_list_id": everyone}
+    )
+    jid = started.json()["data"]["jid"]
+    assert client.get(f"/subscribers/jobs/{jid}").status_code == 404
+    assert client.get(f"/subscribers/jobs/{jid}/progress").status_code == 404
     with database.transaction() as session:
         kept = session.query(Subscriber).filter_by(uuid=theirs).one()
         assert kept.email == "theirs@example.com"
+
+
+def test_a_notice_is_chosen_by_code_never_written_by_the_address(
+    signed_in: SignedIn, team: Team
+) -> None:
+    client = signed_in(Role.VIEWER)
+    forged = client.get("/subscribers", params={"notice": "Your account is locked: call us"})
+    assert "call us" not in forged.text
+    counted = client.get("/subscribers", params={"notice": "deleted", "n": "1200"})
+    assert "1,200 deleted" in counted.text
 
 
 def test_a_rare_match_is_found_a_bounded_stretch_at_a_time(

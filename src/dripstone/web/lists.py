@@ -30,6 +30,14 @@ from dripstone.web.forms import errors_of
 from dripstone.web.templating import number, render
 
 router = APIRouter(include_in_schema=False)
+# What the page says after a change: chosen by a code in the address, never text from it.
+NOTICES = {
+    "created": "List created",
+    "renamed": "List renamed",
+    "deleted": "List deleted",
+    "segment_saved": "Dynamic list saved",
+    "segment_deleted": "Dynamic list deleted",
+}
 
 
 def _lists_page(
@@ -50,7 +58,7 @@ def _lists_page(
         "list_names": {lst.id: lst.name for lst in every_list},
         "errors": errors or {},
         "typed": typed or {},
-        "notice": request.query_params.get("notice", "")[:200],
+        "notice": NOTICES.get(request.query_params.get("notice", ""), ""),
     }
     return render(request, "lists/index.html", context, status_code=status)
 
@@ -81,7 +89,7 @@ async def create_list(request: Request, viewer: Editor, session: WriteSession) -
     if errors:
         typed = {"name": str(form.get("name") or "")}
         return _lists_page(request, scope, errors=errors, typed=typed, status=422)
-    return RedirectResponse("/lists?notice=List+created", status_code=303)
+    return RedirectResponse("/lists?notice=created", status_code=303)
 
 
 @router.post("/lists/{list_id}/rename")
@@ -104,7 +112,7 @@ async def rename_list(
         return _lists_page(
             request, scope, errors={f"rename-{lst.uuid}": message}, typed=typed, status=422
         )
-    return RedirectResponse("/lists?notice=List+renamed", status_code=303)
+    return RedirectResponse("/lists?notice=renamed", status_code=303)
 
 
 @router.post("/lists/{list_id}/delete")
@@ -118,7 +126,7 @@ def delete_list(list_id: str, request: Request, viewer: Editor, session: WriteSe
         if exc.status != 422:
             raise
         return _lists_page(request, scope, errors={f"delete-{lst.uuid}": exc.message}, status=422)
-    return RedirectResponse("/lists?notice=List+deleted", status_code=303)
+    return RedirectResponse("/lists?notice=deleted", status_code=303)
 
 
 # --- dynamic lists -----------------------------------------------------------------------------
@@ -214,7 +222,7 @@ async def _save_segment(
         return _segment_form(
             request, scope, segment=segment, typed=typed, rows=rows, errors=errors, status=422
         )
-    return RedirectResponse("/lists?notice=Dynamic+list+saved", status_code=303)
+    return RedirectResponse("/lists?notice=segment_saved", status_code=303)
 
 
 @router.post("/lists/segments")
@@ -232,7 +240,7 @@ async def update_segment(
 @router.post("/lists/segments/{segment_id}/delete")
 def delete_segment(segment_id: str, viewer: Editor, session: WriteSession) -> Response:
     segments.delete_dynamic_list(viewer.scope(session), segment_id)
-    return RedirectResponse("/lists?notice=Dynamic+list+deleted", status_code=303)
+    return RedirectResponse("/lists?notice=segment_deleted", status_code=303)
 
 
 @router.get("/lists/{list_id}/count")

@@ -67,6 +67,15 @@ TIMELINE_LABELS = {
     TimelineKind.DRIP_LEFT: "Left drip",
 }
 assert TIMELINE_LABELS.keys() == set(TimelineKind)
+# What a page says after a change: chosen by a code in the address, never text from it.
+NOTICES = {
+    "saved": "Saved",
+    "unsubscribed_list": "Unsubscribed from the list",
+    "unsubscribed_all": "Unsubscribed from all mail",
+    "opted_out": "{n} unsubscribed from all mail",
+    "deleted": "{n} deleted",
+    "added": "{n} added to the list",
+}
 _NOT_A_WORD = re.compile(r"[\W_]+")
 _custom_fields = TypeAdapter(schemas.CustomFields)
 
@@ -167,6 +176,13 @@ def _selection(scope: AccountScope, chosen: Chosen) -> Selection:
     return requested_selection(scope, chosen.request, dynamic=chosen.dynamic)
 
 
+def notice_of(request: Request) -> str:
+    """The message a redirect after a change asked for (`notice` code, `n` count)."""
+    template = NOTICES.get(request.query_params.get("notice", ""), "")
+    count = request.query_params.get("n", "0")
+    return template.format(n=f"{int(count):,}" if count.isdigit() and len(count) < 10 else "0")
+
+
 def _keyset(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
@@ -219,7 +235,7 @@ def subscribers_page(
         "errors": chosen.errors,
         "first_page": before is None and after is None,
         "scan": SCAN,
-        "notice": request.query_params.get("notice", "")[:200],
+        "notice": notice_of(request),
         **_page_context(scope),
     }
     status = 422 if chosen.errors else 200
@@ -302,11 +318,11 @@ async def run_bulk(request: Request, viewer: Editor, session: WriteSession) -> R
         ids = context["ids"]
         if action == "unsubscribe":
             done = len(change_subscriptions(scope, "unsubscribe", ids, None))
-            notice = f"{done:,} unsubscribed from all mail"
+            notice = {"notice": "opted_out", "n": done}
         elif action == "delete":
-            notice = f"{bulk.delete(scope, ids):,} deleted"
+            notice = {"notice": "deleted", "n": bulk.delete(scope, ids)}
         else:
-            notice = f"{bulk.add_to_list(scope, ids, target):,} added to the list"
+            notice = {"notice": "added", "n": bulk.add_to_list(scope, ids, target)}
     except DripstoneError as exc:
         session.rollback()
         if exc.status != 422:
@@ -316,7 +332,7 @@ async def run_bulk(request: Request, viewer: Editor, session: WriteSession) -> R
             ("target" if k == "subscription_list_id" else k): v for k, v in found.items()
         }
         return render(request, "subscribers/bulk.html", {"title": "Confirm", **context}, 422)
-    return RedirectResponse(f"/subscribers?{chosen.query(notice=notice)}", status_code=303)
+    return RedirectResponse(f"/subscribers?{chosen.query(**notice)}", status_code=303)
 
 
 def _job_context(scope: AccountScope, jid: str) -> dict[str, Any]:
@@ -387,7 +403,7 @@ def subscriber_page_view(
             "values": _values_of(attributes),
             "custom": custom,
             "errors": {},
-            "notice": request.query_params.get("notice", "")[:200],
+            "notice": notice_of(request),
             **context,
         },
     )
@@ -443,7 +459,7 @@ async def edit_subscriber(
                 raise
             errors = {k.removeprefix("subscriber."): v for k, v in errors_of(exc).items()}
     if not errors:
-        return RedirectResponse(f"/subscribers/{subscriber_id}?notice=Saved", status_code=303)
+        return RedirectResponse(f"/subscribers/{subscriber_id}?notice=saved", status_code=303)
     context, _ = _subscriber_context(scope, subscriber_id)
     values = {name: value or "" for name, value in fields.items()}
     values.update({k: v for k, v in typed(form).items() if k in values})
@@ -472,5 +488,5 @@ async def unsubscribe_subscriber(
     list_id = str(form.get("list") or "")
     subscriber = service.get_subscriber(scope, subscriber_id)
     change_subscriptions(scope, "unsubscribe", [subscriber.uuid], [list_id] if list_id else None)
-    notice = "Unsubscribed from the list" if list_id else "Unsubscribed from all mail"
-    return RedirectResponse(f"/subscribers/{subscriber.uuid}?{urlencode({'notice': notice})}", 303)
+    notice = "unsubscribed_list" if list_id else "unsubscribed_all"
+    return RedirectResponse(f"/subscribers/{subscriber.uuid}?notice={notice}", 303)
