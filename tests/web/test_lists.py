@@ -110,6 +110,16 @@ def test_a_dynamic_list_built_from_rows(signed_in: SignedIn, team: Team) -> None
     assert 'value="gold, platinum"' in edit.text
     assert '<option value="or" selected>' in edit.text
 
+    narrowed = client.post(
+        f"/lists/segments/{segment['id']}",
+        data={"name": "Gold", "field": "plan", "op": "is", "terms": "gold", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert narrowed.status_code == 303
+    assert segments_of(api)["Gold"]["attributes"]["subscriber_count"] == 1
+    client.post(f"/lists/segments/{segment['id']}/delete", data={"csrf_token": token})
+    assert segments_of(api) == {}
+
 
 def test_a_bad_row_is_marked_and_nothing_is_saved(signed_in: SignedIn, team: Team) -> None:
     client = signed_in(Role.EDITOR)

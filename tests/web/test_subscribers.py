@@ -194,6 +194,9 @@ def test_bulk_add_to_list_and_delete(signed_in: SignedIn, team: Team) -> None:
     assert deleted.status_code == 303
     assert "succeeded" in client.get(deleted.headers["location"]).text
     assert shown(client.get("/subscribers")) == [cy]
+    # The API's own bulk delete takes the same way out.
+    assert api.delete("/subscribers_bulk_delete", params={"subscriber_ids": cy}).status_code == 200
+    assert shown(client.get("/subscribers")) == []
 
 
 def test_a_viewer_sees_no_actions_and_a_forged_post_changes_nothing(
