@@ -122,6 +122,8 @@ def test_paging_moves_on_and_back_without_offsets(signed_in: SignedIn, team: Tea
     assert not set(shown(second)) & set(shown(first))
     assert "search=example" in older[1]
 
+    for forged in ("-1", "9" * 19, "1e9"):
+        assert client.get("/subscribers", params={"before": forged}).status_code in (400, 422)
     third_link = re.search(r'href="(/subscribers\?[^"]*before=\d+)"', second.text)
     assert third_link is not None
     third = client.get(third_link[1].replace("&amp;", "&"))

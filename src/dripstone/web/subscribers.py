@@ -186,7 +186,7 @@ def notice_of(request: Request) -> str:
 def _keyset(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not value.isdigit() or len(value) > 18:  # within a BIGINT
         raise BadRequest(f"{name}: not a page position", field=name)
     return int(value)
 
