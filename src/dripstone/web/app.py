@@ -10,12 +10,12 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import lists, overview, signin, subscribers
+from dripstone.web import lists, overview, signin, subscriber, subscribers
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
 from dripstone.web.security import DashboardHeaders
 
-ROUTERS = (signin.router, overview.router, subscribers.router, lists.router)
+ROUTERS = (signin.router, overview.router, subscribers.router, subscriber.router, lists.router)
 
 
 def include_dashboard(app: FastAPI, settings: Settings) -> None:
