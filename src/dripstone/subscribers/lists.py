@@ -57,7 +57,8 @@ def referenced_list(scope: AccountScope, list_id: str, field: str) -> Subscripti
 
 
 def all_lists(scope: AccountScope) -> list[SubscriptionList]:
-    """Every list of the account, the default list first, then by age (no counts)."""
+    """Every list of the account, the default list first, then in order of creation; no
+    counts (cheap enough for a form's choice of list)."""
     return list(
         scope.session.scalars(
             scope.select(SubscriptionList).order_by(

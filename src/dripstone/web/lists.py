@@ -17,7 +17,7 @@ from dripstone.http import ReadSession, WriteSession
 from dripstone.subscribers import lists, schemas, segments
 from dripstone.subscribers.models import DynamicList
 from dripstone.web.auth import Editor, SignedIn
-from dripstone.web.filters import (
+from dripstone.web.filter_rows import (
     OPERATORS,
     FilterRow,
     field_choices,

@@ -30,7 +30,7 @@ from dripstone.subscribers.subscriptions import (
     start_bulk_change,
 )
 from dripstone.web.auth import Editor, SignedIn
-from dripstone.web.filters import (
+from dripstone.web.filter_rows import (
     OPERATORS,
     FilterRow,
     field_choices,
