@@ -9,6 +9,7 @@ from dripstone.idempotency import tasks as idempotency_tasks
 from dripstone.jobs import tasks as jobs_tasks
 from dripstone.mailings import outgoing as mailings_outgoing
 from dripstone.mailings import service as mailings_service
+from dripstone.subscribers import bulk as subscribers_bulk
 from dripstone.subscribers import importing as subscribers_importing
 from dripstone.subscribers import subscriptions as subscriptions_service
 
@@ -21,6 +22,7 @@ __all__ = [
     "jobs_tasks",
     "mailings_outgoing",
     "mailings_service",
+    "subscribers_bulk",
     "subscribers_importing",
     "subscriptions_service",
 ]

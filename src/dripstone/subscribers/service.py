@@ -183,11 +183,17 @@ def bulk_delete(scope: AccountScope, subscriber_ids: Sequence[str], list_id: str
                 )
             )
         else:
-            scope.session.execute(
-                delete(Subscriber).where(
-                    Subscriber.account_id == scope.account_id, Subscriber.id.in_(chunk)
-                )
+            delete_subscribers(scope, chunk)
+
+
+def delete_subscribers(scope: AccountScope, internal_ids: Sequence[int]) -> None:
+    """Delete these subscribers of the account (their subscriptions and values go with them)."""
+    for chunk in chunks(internal_ids):
+        scope.session.execute(
+            delete(Subscriber).where(
+                Subscriber.account_id == scope.account_id, Subscriber.id.in_(chunk)
             )
+        )
 
 
 def resolve_subscribers(scope: AccountScope, public_ids: Sequence[str], field: str) -> list[int]:

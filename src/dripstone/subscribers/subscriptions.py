@@ -158,14 +158,11 @@ class BulkSelectionRequest:
     except_ids: list[str]
 
 
-def start_bulk_change(
-    scope: AccountScope,
-    action: Literal["subscribe", "unsubscribe"],
-    request: BulkSelectionRequest,
-    *,
-    dynamic: bool,
-) -> Job:
-    """Queue a job that opts every selected subscriber in or out globally."""
+def requested_selection(
+    scope: AccountScope, request: BulkSelectionRequest, *, dynamic: bool
+) -> Selection:
+    """The subscribers a select-all request names: a list (or a dynamic list's members)
+    narrowed by search and filters, less the excepted ids (422 naming what is unknown)."""
     if dynamic:
         segment = referenced_dynamic_list(scope, request.list_id, "from_subscription_list_id")
         selection = segment_selection(segment)
@@ -176,16 +173,41 @@ def start_bulk_change(
             search=request.search,
             filters=request.filters,
         )
-    selection = replace(
+    return replace(
         selection, except_ids=resolve_subscribers(scope, request.except_ids, "except_ids")
     )
-    payload = {
-        "action": action,
+
+
+def selection_payload(selection: Selection) -> dict[str, Any]:
+    """A selection as a job's payload keeps it (internal ids; JSON only)."""
+    return {
         "list_id": selection.list_id,
         "search": selection.search,
         "filters": [list(group) for group in selection.filters],
         "except_ids": list(selection.except_ids),
     }
+
+
+def payload_selection(payload: dict[str, Any]) -> Selection:
+    """The selection a job's payload keeps (see `selection_payload`)."""
+    return Selection(
+        list_id=payload["list_id"],
+        search=payload["search"],
+        filters=payload["filters"],
+        except_ids=payload["except_ids"],
+    )
+
+
+def start_bulk_change(
+    scope: AccountScope,
+    action: Literal["subscribe", "unsubscribe"],
+    request: BulkSelectionRequest,
+    *,
+    dynamic: bool,
+) -> Job:
+    """Queue a job that opts every selected subscriber in or out globally."""
+    selection = requested_selection(scope, request, dynamic=dynamic)
+    payload = {"action": action, **selection_payload(selection)}
     # Counting now also rejects an unknown filter field before anything is queued.
     total = count_selected(scope, selection)
     return create_job(scope.session, scope.account_id, BULK_SUBSCRIPTION_JOB, payload, total=total)
@@ -194,15 +216,9 @@ def start_bulk_change(
 @job_step(BULK_SUBSCRIPTION_JOB)
 def _bulk_change_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     scope = AccountScope(session, job.account_id)
-    payload = job.payload
-    selection = Selection(
-        list_id=payload["list_id"],
-        search=payload["search"],
-        filters=payload["filters"],
-        except_ids=payload["except_ids"],
-    )
+    selection = payload_selection(job.payload)
     ids = selected_ids_after(session, scope, selection, job.cursor, batch_size)
-    set_global_opt_out(scope, ids, opted_out=payload["action"] == "unsubscribe")
+    set_global_opt_out(scope, ids, opted_out=job.payload["action"] == "unsubscribe")
     return StepResult(
         done=len(ids),
         failed=0,

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import drips, imports, overview, sends, signin
+from dripstone.web import drips, imports, lists, overview, sends, signin, subscriber, subscribers
 from dripstone.web import settings as settings_pages
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
@@ -19,6 +19,9 @@ from dripstone.web.security import DashboardHeaders
 ROUTERS = (
     signin.router,
     overview.router,
+    subscribers.router,  # before `subscriber`: /subscribers/bulk is not a subscriber's id
+    subscriber.router,
+    lists.router,
     imports.router,
     sends.router,
     drips.router,

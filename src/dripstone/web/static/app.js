@@ -59,4 +59,30 @@ document.addEventListener("change", (event) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const select of document.querySelectorAll("select[data-named-by]")) showNamedBy(select);
+// --- subscribers and lists ---------------------------------------------------------------
+// <button data-add-row=".filters">: adds an empty copy of the last filter row to the
+// fieldset named (without JavaScript a blank row is always there to fill in).
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-add-row]");
+  if (!button) return;
+  const fieldset = button.form?.querySelector(button.dataset.addRow);
+  const rows = fieldset?.querySelectorAll(".filter-row");
+  if (!rows || rows.length === 0) return;
+  const last = rows[rows.length - 1];
+  const copy = last.cloneNode(true);
+  const index = rows.length;
+  copy.classList.remove("invalid");
+  copy.querySelectorAll(".field-error").forEach((error) => error.remove());
+  copy.querySelectorAll("[id]").forEach((element) => {
+    element.id = element.id.replace(/-\d+$/, `-${index}`);
+    element.removeAttribute("aria-invalid");
+    element.removeAttribute("aria-describedby");
+  });
+  copy.querySelectorAll("label[for]").forEach((label) => {
+    label.htmlFor = label.htmlFor.replace(/-\d+$/, `-${index}`);
+  });
+  copy.querySelectorAll("input").forEach((input) => { input.value = ""; });
+  copy.querySelectorAll("select").forEach((select) => { select.selectedIndex = 0; });
+  last.after(copy);
+  copy.querySelector("select[name=field]")?.focus();
 });
