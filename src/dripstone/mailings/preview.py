@@ -79,5 +79,5 @@ def preview_subscribers(scope: AccountScope, items: int = 8) -> list[str]:
 
 
 def merge_tags() -> tuple[str, ...]:
-    """The merge tags a mailing may use (`custom.NAME` reads a custom field)."""
-    return merge_tag_names()
+    """The merge tags a mailing may use, as written (`custom` is read as `custom.NAME`)."""
+    return tuple("custom.NAME" if name == "custom" else name for name in merge_tag_names())
