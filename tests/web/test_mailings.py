@@ -291,7 +291,8 @@ def test_a_test_email_to_a_bad_address_is_refused_next_to_the_field(
 
 def _send_form(client: TestClient, mailing_id: str, list_id: str, **fields: str) -> dict[str, str]:
     token = csrf_of(client, f"/mailings/{mailing_id}")
-    return {"csrf_token": token, "subscription_list_id": list_id, "when": "now", **fields}
+    to = f"list:{list_id}" if list_id else ""
+    return {"csrf_token": token, "to": to, "when": "now", **fields}
 
 
 def test_the_confirmation_states_how_many_will_receive_it_and_only_confirming_sends(
@@ -329,7 +330,7 @@ def test_a_send_needs_a_list_and_a_future_time(
     editor = signed_in(Role.EDITOR)
     no_list = editor.post(f"/mailings/{mailing_id}/send", data=_send_form(editor, mailing_id, ""))
     assert no_list.status_code == 422
-    assert 'id="f-subscription_list_id-error"' in no_list.text
+    assert 'id="f-to-error"' in no_list.text
     past = (clock.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     late = editor.post(
         f"/mailings/{mailing_id}/send",
@@ -406,3 +407,49 @@ def test_a_viewer_reads_the_editor_but_a_forged_send_is_refused_and_nothing_is_s
     with database.read_sessions() as session:
         refused = session.scalars(select(AuditEvent).where(AuditEvent.status == 403)).all()
     assert {event.action for event in refused} >= {"POST /mailings/{mailing_id}/send"}
+
+
+def test_a_segment_is_confirmed_with_its_own_count(signed_in: SignedIn, team_api: Api) -> None:
+    list_id = make_list(
+        team_api,
+        "Everyone",
+        [
+            {"email": "ann@example.com", "first_name": "Ann"},
+            {"email": "bo@example.com", "first_name": "Bo"},
+            {"email": "cy@example.com"},
+        ],
+    )
+    body = {
+        "dynamic_list": {
+            "name": "Named",
+            "subscription_list_id": list_id,
+            "filters": [[{"field": "first_name", "op": "is_not_empty", "terms": []}]],
+        }
+    }
+    segment_id = ok(team_api.post("/dynamic_lists", body))["data"]["id"]
+    mailing_id = make_mailing(team_api)
+    editor = signed_in(Role.EDITOR)
+    assert f'value="segment:{segment_id}"' in editor.get(f"/mailings/{mailing_id}").text
+    fields = _send_form(editor, mailing_id, "")
+    step = editor.post(
+        f"/mailings/{mailing_id}/send", data={**fields, "to": f"segment:{segment_id}"}
+    )
+    assert re.search(r'id="audience"[^>]*>2 subscribers<', step.text), step.text
+    assert "in the segment <strong>Named</strong>" in step.text
+
+
+def test_html_left_open_is_a_warning_with_its_line_in_the_preview_and_after_saving(
+    signed_in: SignedIn,
+) -> None:
+    editor = signed_in(Role.EDITOR)
+    source = "<div>\n<p>Hi\n<b>bold</div>\n"
+    preview = editor.post(
+        "/mailings/preview",
+        data={"csrf_token": csrf_of(editor, "/mailings"), "subject": "Hi", "html_part": source},
+    )
+    expected = "html_part line 3: <b> (opened on line 3) is not closed before </div>"
+    assert expected in html.unescape(preview.text)
+    saved = editor.post("/mailings/new", data=form(editor, subject="Open", html_part=source))
+    assert saved.status_code == 200
+    assert "The saved mailing renders, but check these" in saved.text
+    assert expected in html.unescape(saved.text)

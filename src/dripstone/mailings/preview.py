@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from dripstone.db import AccountScope
 from dripstone.delivery import pipeline
-from dripstone.delivery.checks import check_templates
+from dripstone.delivery.checks import check_templates, unbalanced_html_tags
 from dripstone.delivery.dispatcher import recipient_of
 from dripstone.delivery.footer import with_unsubscribe_footer
 from dripstone.delivery.prepare import PreparedMailing, RenderedMessage
@@ -46,12 +46,7 @@ def preview_mailing(
     errors = check_templates(subject or "subject", html, text)
     if errors:
         return Preview(None, errors, [])
-    warnings = [
-        str(warning)
-        for part, source in ((SUBJECT, subject), (HTML_PART, html), (TEXT_PART, text))
-        if source
-        for warning in unknown_merge_tags(part, source)
-    ]
+    warnings = template_warnings(subject, html, text)
     recipient = recipient_of(scope.session, scope.account_id, email)
     try:
         prepared = PreparedMailing(
@@ -64,6 +59,19 @@ def preview_mailing(
     except TemplateError as exc:  # data of this subscriber the sample recipients lacked
         return Preview(None, [str(exc)], warnings)
     return Preview(message, [], warnings)
+
+
+def template_warnings(subject: str, html: str | None, text: str | None) -> list[str]:
+    """What may not be meant in templates that render: merge tags no recipient has, HTML
+    elements left open or closed twice; each with its part and line. The templates must
+    pass check_templates."""
+    warnings = [
+        str(warning)
+        for part, source in ((SUBJECT, subject), (HTML_PART, html), (TEXT_PART, text))
+        if source
+        for warning in unknown_merge_tags(part, source)
+    ]
+    return warnings + [str(problem) for problem in unbalanced_html_tags(html or "")]
 
 
 def preview_subscribers(scope: AccountScope, items: int = 8) -> list[str]:

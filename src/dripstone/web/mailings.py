@@ -23,7 +23,7 @@ from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
 from dripstone.mailings import preview, schemas, service
 from dripstone.mailings.models import CampaignMailing, SendState
-from dripstone.subscribers.models import SubscriptionList
+from dripstone.subscribers.models import DynamicList, SubscriptionList
 from dripstone.users.service import Action
 from dripstone.web.auth import Editor, SignedIn, Viewer
 from dripstone.web.forms import FORM, errors_of
@@ -50,6 +50,7 @@ NOTICES = {
 }
 
 Text = Annotated[str, Form()]
+TO = "to"  # the send form's list or segment: "list:UUID" or "segment:UUID"
 
 
 # --- the list ----------------------------------------------------------------------------------
@@ -118,7 +119,16 @@ def _editor(
             scope.select(SubscriptionList).order_by(SubscriptionList.name, SubscriptionList.id)
         )
     )
+    segments = list(
+        scope.session.scalars(scope.select(DynamicList).order_by(DynamicList.name, DynamicList.id))
+    )
     notice = NOTICES.get(request.query_params.get("notice", ""))
+    if warnings is None and mailing is not None and values is None:
+        # A saved mailing renders; what it may not mean is shown each time it is opened.
+        saved = _values_of(mailing)
+        warnings = preview.template_warnings(
+            mailing.subject, saved["html_part"] or None, mailing.text_part
+        )
     return render(
         request,
         "mailings/editor.html",
@@ -135,6 +145,7 @@ def _editor(
             "merge_tags": preview.merge_tags(),
             "preview_emails": preview.preview_subscribers(scope),
             "lists": lists,
+            "segments": segments,
             "sends": service.sends_of(scope, mailing, SENDS_SHOWN) if mailing else [],
             "scheduled": SendState.SCHEDULED,
             "zone": _zone(scope).key,
@@ -330,7 +341,7 @@ def send_mailing(
     viewer: Editor,
     session: WriteSession,
     mailing_id: str,
-    subscription_list_id: Text = "",
+    to: Text = "",
     when: Text = "now",
     send_at: Text = "",
     confirm: Text = "",
@@ -339,16 +350,17 @@ def send_mailing(
     the send starts (or is scheduled) and the send's page follows."""
     scope = viewer.scope(session)
     mailing = _mailing(scope, mailing_id)
-    typed = {"subscription_list_id": subscription_list_id, "when": when, "send_at": send_at}
+    typed = {"to": to, "when": when, "send_at": send_at}
     zone = _zone(scope)
+    kind, _, public_id = to.partition(":")
     try:
-        if not subscription_list_id:
-            raise Invalid("choose the list to send to", field="subscription_list_id")
+        if kind not in ("list", "segment") or not public_id:
+            raise Invalid("choose the list or segment to send to", field=TO)
         at = _send_at(when, send_at, zone)
         request_ = service.SendRequest(
             sender_email=viewer.email,
-            subscription_list_id=subscription_list_id or None,
-            dynamic_list_id=None,
+            subscription_list_id=public_id if kind == "list" else None,
+            dynamic_list_id=public_id if kind == "segment" else None,
             recipient_emails=(),
             customer_name=None,
             from_email=None,
@@ -358,7 +370,7 @@ def send_mailing(
         )
         if confirm != "yes":
             audience = service.check_send(scope, mailing, request_)
-            lst = scope.by_uuid(SubscriptionList, subscription_list_id)
+            target = scope.by_uuid(SubscriptionList if kind == "list" else DynamicList, public_id)
             return render(
                 request,
                 "mailings/confirm_send.html",
@@ -366,7 +378,8 @@ def send_mailing(
                     "title": "Confirm the send",
                     "mailing": mailing,
                     "audience": audience,
-                    "list": lst,
+                    "target": target,
+                    "kind": kind,
                     "send_at": at,
                     "local_send_at": at.astimezone(zone) if at else None,
                     "zone": zone.key,
@@ -380,7 +393,9 @@ def send_mailing(
         if "campaign_mailing_id" in errors:  # the mailing's templates: the send form's problem
             errors = {FORM: errors["campaign_mailing_id"]}
         errors = {
-            name: message.split(": ", 1)[-1] if name != FORM else message
+            TO if name in ("subscription_list_id", "dynamic_list_id") else name: (
+                message.split(": ", 1)[-1] if name != FORM else message
+            )
             for name, message in errors.items()
         }
         return _editor(
