@@ -7,12 +7,13 @@ a send reaches, what a test email may be sent to."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import lxml.html
 from fastapi import APIRouter, Form, Request
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from dripstone.accounts.models import Account
@@ -171,7 +172,7 @@ def _fields(values: dict[str, str]) -> schemas.MailingFields:
 def _save(
     request: Request,
     viewer: Viewer,
-    session: Any,
+    session: Session,
     current: CampaignMailing | None,
     values: dict[str, str],
 ) -> Response:
@@ -249,16 +250,12 @@ def _preview_document(shown: preview.Preview, email: str) -> str:
     return lxml.html.tostring(document, encoding="unicode", method="html", doctype=doctype)
 
 
-def _mailing(scope: AccountScope, mailing_id: str) -> CampaignMailing:
-    return service.get_mailing(scope, mailing_id)
-
-
 @router.get("/mailings/{mailing_id}")
 def edit_mailing(
     request: Request, viewer: SignedIn, session: ReadSession, mailing_id: str
 ) -> Response:
     scope = viewer.scope(session)
-    return _editor(request, viewer, scope, _mailing(scope, mailing_id))
+    return _editor(request, viewer, scope, service.get_mailing(scope, mailing_id))
 
 
 @router.post("/mailings/{mailing_id}")
@@ -273,7 +270,7 @@ def update_mailing(
     html_part: Text = "",
     text_part: Text = "",
 ) -> Response:
-    current = _mailing(viewer.scope(session), mailing_id)
+    current = service.get_mailing(viewer.scope(session), mailing_id)
     values = {"subject": subject, "from_name": from_name, "from": from_, "html_part": html_part}
     return _save(request, viewer, session, current, {**values, "text_part": text_part})
 
@@ -286,7 +283,7 @@ def send_test_email(
     request: Request, viewer: Editor, session: WriteSession, mailing_id: str, to_email: Text = ""
 ) -> Response:
     scope = viewer.scope(session)
-    mailing = _mailing(scope, mailing_id)
+    mailing = service.get_mailing(scope, mailing_id)
     try:
         address = EMAIL.validate_python(to_email.strip())
         service.send_test_email(scope, mailing.uuid, address)
@@ -349,7 +346,7 @@ def send_mailing(
     """Without `confirm`: the confirmation page, stating how many will receive it. With it:
     the send starts (or is scheduled) and the send's page follows."""
     scope = viewer.scope(session)
-    mailing = _mailing(scope, mailing_id)
+    mailing = service.get_mailing(scope, mailing_id)
     typed = {"to": to, "when": when, "send_at": send_at}
     zone = _zone(scope)
     kind, _, public_id = to.partition(":")
@@ -415,7 +412,7 @@ def cancel_send(
 ) -> Response:
     """Without `confirm`: a page asking whether to cancel. With it: the schedule is cancelled."""
     scope = viewer.scope(session)
-    mailing = _mailing(scope, mailing_id)
+    mailing = service.get_mailing(scope, mailing_id)
     if confirm != "yes":
         send = next(
             (s for s in service.sends_of(scope, mailing, SENDS_SHOWN) if s.job_id == jid), None
