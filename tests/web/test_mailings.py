@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from dripstone import clock, db
+from dripstone.accounts.models import Account
 from dripstone.audit.models import AuditEvent
 from dripstone.config import Settings
 from dripstone.delivery.pipeline import close_pipeline
@@ -453,3 +454,23 @@ def test_html_left_open_is_a_warning_with_its_line_in_the_preview_and_after_savi
     assert saved.status_code == 200
     assert "The saved mailing renders, but check these" in saved.text
     assert expected in html.unescape(saved.text)
+
+
+def test_a_time_typed_for_a_schedule_is_read_in_the_account_zone(
+    signed_in: SignedIn, team_api: Api, database: db.Database, team: Team
+) -> None:
+    with database.transaction() as session:
+        account = session.scalars(select(Account).where(Account.username == team.account)).one()
+        account.timezone = "Europe/Paris"
+    list_id = make_list(team_api, "News", [{"email": "a@example.com"}])
+    mailing_id = make_mailing(team_api)
+    editor = signed_in(Role.EDITOR)
+    assert "Date and time (Europe/Paris)" in editor.get(f"/mailings/{mailing_id}").text
+    fields = {"when": "later", "send_at": "2099-01-15T10:00", "confirm": "yes"}
+    editor.post(
+        f"/mailings/{mailing_id}/send",
+        data=_send_form(editor, mailing_id, list_id, **fields),
+        follow_redirects=False,
+    )
+    (scheduled,) = sends(team_api)
+    assert scheduled["attributes"]["send_at"].startswith("2099-01-15T09:00:00")
