@@ -71,7 +71,7 @@ def test_write_preview_save_test_and_send_a_mailing(
     expect(page.get_by_text("Test email queued")).to_be_visible()
     wait_until(lambda: _received(shared_smtp_server, tester) == 1, "the test email", 30)
 
-    page.get_by_label("List or segment").select_option(label="Readers")
+    page.get_by_label("List or segment", exact=True).select_option(label="Readers")
     page.get_by_role("button", name="Review the send").click()
     expect(page.locator("#audience")).to_have_text("2 subscribers")
     session.screenshot("mailings-confirm-send")
