@@ -45,6 +45,7 @@ from dripstone.tracking import api as tracking_api
 from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
 from dripstone.web import errors as web_errors
+from dripstone.web import imports as web_imports
 from dripstone.web.app import include_dashboard
 from dripstone.web.security import is_dashboard_path
 
@@ -344,12 +345,20 @@ class BodySizeLimit:
 
     def _limit(self, scope: Scope) -> int:
         """CSV uploads may be far larger than any JSON body."""
-        if scope["method"] == "POST" and scope["path"].endswith("/subscribers_import"):
+        path = scope["path"]
+        if scope["method"] == "POST" and (
+            path.endswith("/subscribers_import") or path == web_imports.UPLOAD_PATH
+        ):
             return self.max_import_bytes
         return self.max_bytes
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = envelope(413, f"request body over the limit of {limit} bytes", field="body")
+        response: Response
+        if is_dashboard_path(scope["path"]):
+            message = f"The file is over the limit of {limit:,} bytes; split it and try again."
+            response = web_errors.error_page(Request(scope), 413, message)
+        else:
+            response = envelope(413, f"request body over the limit of {limit} bytes", field="body")
         await response(scope, receive, send)
 
 

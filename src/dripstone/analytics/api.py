@@ -6,15 +6,15 @@ asks for it); `items` and `page` page them when given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from dripstone.analytics import export, schemas, tables
+from dripstone.analytics import downloads, export, schemas, tables
 from dripstone.errors import BadRequest
 from dripstone.http import STANDARD_ERRORS, Data, ReadScope
 from dripstone.wire import Uuid
@@ -51,14 +51,9 @@ def _json(read: Callable[[Session], Iterator[tables.Row]]) -> StreamingResponse:
     )
 
 
-def _csv(
-    name: str,
-    header: Sequence[str],
-    read: Callable[[Session], Iterator[tables.Row]],
-    cells: Callable[[tables.Row], Sequence[Any]],
-) -> StreamingResponse:
+def _csv(name: str, chunks: Iterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
-        export.csv_rows(header, tables.stream(read), cells),
+        chunks,
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}.csv"'},
     )
@@ -98,16 +93,25 @@ def sends_table(
     )
 
 
-@router.get("/analytics/tracking_links_by_unique_link", tags=["analytics"])
+@router.get(
+    "/analytics/tracking_links_by_unique_link",
+    tags=["analytics"],
+    response_model=Data[list[schemas.LinkRow]],
+    responses=CSV_CONTENT,
+)
 def links_by_unique_link(
+    request: Request,
     scope: ReadScope,
     campaign_mailing_send_id: RequiredSendId,
     order_by: tables.LinkOrder = "created_at",
     order: tables.Order = "desc",
-) -> Data[list[schemas.LinkRow]]:
+) -> Response:
     """Each tracked link of the send's HTML (created_at orders as html_id) and its clicks."""
     rows = tables.unique_links(scope, campaign_mailing_send_id, order_by, order)
-    return Data(data=[schemas.LinkRow(**row) for row in rows])
+    if _wants_csv(request):
+        return _csv(downloads.LINKS_FILE, downloads.links_csv(rows))
+    found = Data[list[schemas.LinkRow]](data=[schemas.LinkRow(**row) for row in rows])
+    return Response(found.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -137,30 +141,7 @@ def subscribers_by_tracking_link(
 
     if not _wants_csv(request):
         return _json(read)
-    fields = tables.subscriber_columns(scope.session, account_id)
-    header = ["id", "email", "first_name", "last_name", *(name for _, name in fields)]
-
-    def cells(row: tables.Row) -> list[Any]:
-        attributes = row["attributes"]
-        values = {
-            v["subscriber_custom_field_type_id"]: v["value"] for v in attributes["custom_fields"]
-        }
-        named = [attributes.get(key) for key in ("email", "first_name", "last_name")]
-        return [row["id"], *named, *(values.get(uuid) for uuid, _ in fields)]
-
-    return _csv("subscribers_by_tracking_link", header, read, cells)
-
-
-DELIVERY_COLUMNS = (
-    "recipient",
-    "created_at",
-    "delivered",
-    "viewed",
-    "clicked",
-    "bounced",
-    "unsubscribed",
-    "tracking_links",
-)
+    return _csv(downloads.CLICKERS_FILE, downloads.clickers_csv(scope.session, account_id, read))
 
 
 @router.get(
@@ -198,12 +179,7 @@ def deliveries_table(
         return tables.deliveries_table(session, account_id, send_id, mailing_id, paging)
 
     if _wants_csv(request):
-        return _csv(
-            "campaign_mailing_deliveries",
-            DELIVERY_COLUMNS,
-            read,
-            lambda row: [row[name] for name in DELIVERY_COLUMNS],
-        )
+        return _csv(downloads.DELIVERIES_FILE, downloads.deliveries_csv(read))
     return _json(read)
 
 

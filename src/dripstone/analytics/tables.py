@@ -34,6 +34,7 @@ from dripstone.mailings.models import CampaignMailing, CampaignMailingSend
 from dripstone.subscribers.models import CustomFieldType, CustomFieldValue, Subscriber
 from dripstone.tracking.models import TrackingEvent
 from dripstone.tracking.service import CLICK
+from dripstone.wire import is_uuid
 
 Order = Literal["asc", "desc"]
 SendOrder = Literal[
@@ -243,17 +244,7 @@ def link_clickers(
     """The subscribers who clicked link `html_id` of the send, each once."""
     if send_id is None:
         return
-    clicked = (
-        select(Delivery.subscriber_id)
-        .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
-        .where(
-            Delivery.account_id == account_id,
-            Delivery.send_id == send_id,
-            Delivery.kind == DeliveryKind.CAMPAIGN.value,
-            TrackingEvent.kind == CLICK,
-            TrackingEvent.html_id == html_id,
-        )
-    )
+    clicked = _clicked(account_id, send_id, html_id)
     column = getattr(Subscriber, order_by)
     stmt = (
         select(
@@ -278,6 +269,201 @@ def link_clickers(
                 "custom_fields": values.get(row.id, []),
             }
             yield {"id": row.uuid, "type": "subscriber", "attributes": attributes}
+
+
+def _campaign_deliveries(account_id: int, send_id: int) -> list[Any]:
+    return [
+        Delivery.account_id == account_id,
+        Delivery.send_id == send_id,
+        Delivery.kind == DeliveryKind.CAMPAIGN.value,
+    ]
+
+
+def _click_on(html_id: int) -> list[Any]:
+    """The click events on link `html_id`: with the campaign deliveries of a send, the one
+    rule of who clicked a link."""
+    return [TrackingEvent.kind == CLICK, TrackingEvent.html_id == html_id]
+
+
+def _clicked(account_id: int, send_id: int, html_id: int) -> AnySelect:
+    """The ids of the subscribers who clicked link `html_id` of the send."""
+    return (
+        select(Delivery.subscriber_id)
+        .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
+        .where(*_campaign_deliveries(account_id, send_id), *_click_on(html_id))
+    )
+
+
+@dataclass(frozen=True)
+class Clicker:
+    """A subscriber who clicked a link, for a page of them."""
+
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+
+
+CLICKED_PER_PAGE = 5000
+"""Clicked deliveries one page of who clicked a link looks through at most."""
+
+
+def clickers_after(
+    scope: AccountScope, send_id: int, html_id: int, after: str | None, items: int
+) -> tuple[list[Clicker], str | None]:
+    """Up to `items` subscribers who clicked link `html_id` of the send, in subscriber order,
+    after the subscriber whose public id is `after` (None: from the first); and the public
+    id to ask for the next page with (None: this was the last).
+
+    It walks the send's clicked deliveries on the (send, subscriber) index (one delivery per
+    subscriber), looking for a click on the link in each, and looks through at most
+    `CLICKED_PER_PAGE` of them: a page costs the same however rarely the link was clicked,
+    and a page of a rarely clicked link may hold fewer than `items` (even none) with more
+    to come.
+    """
+    size = _window(scope, send_id, html_id, items)
+    walk = (
+        select(Delivery.id, Delivery.subscriber_id)
+        .where(
+            *_campaign_deliveries(scope.account_id, send_id),
+            Delivery.clicked_at.is_not(None),  # set by a delivery's first click of any link
+        )
+        .order_by(Delivery.subscriber_id)
+        .limit(size)
+    )
+    window = _after(scope, walk, after, Delivery.subscriber_id).subquery()
+    clicked_link = (
+        select(TrackingEvent.id)
+        .where(TrackingEvent.delivery_id == window.c.id, *_click_on(html_id))
+        .exists()
+    )
+    stmt = (
+        select(
+            Subscriber.id,
+            Subscriber.uuid,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.last_name,
+        )
+        .select_from(window)
+        .join(Subscriber, Subscriber.id == window.c.subscriber_id)
+        .where(clicked_link)
+        .order_by(window.c.subscriber_id)
+        .limit(items + 1)
+    )
+    rows = list(scope.session.execute(stmt))
+    found = [
+        Clicker(row.uuid, row.email or "", row.first_name or "", row.last_name or "")
+        for row in rows[:items]
+    ]
+    if len(rows) > items:
+        return found, found[-1].id
+    # Fewer than a page: the window ended the walk, or the window was full and more clicked
+    # deliveries follow it.
+    looked = scope.session.execute(
+        select(func.count(), func.max(window.c.subscriber_id)).select_from(window)
+    ).one()
+    if looked[0] < size:
+        return found, None
+    last = scope.session.scalar(
+        scope.select(Subscriber, Subscriber.uuid).where(Subscriber.id == looked[1])
+    )
+    return found, last
+
+
+def _window(scope: AccountScope, send_id: int, html_id: int, items: int) -> int:
+    """How many clicked deliveries to look through for a page: from the counters, about
+    twice what holds `items` clickers of this link, within `CLICKED_PER_PAGE`."""
+    link = sum(
+        c.clicked
+        for c in counters.link_clicks(scope.session, scope.account_id, send_id)
+        if c.html_id == html_id
+    )
+    clicked = counters.send_totals(scope.session, scope.account_id, send_id).clicked
+    wanted = 2 * (items + 1) * -(-max(clicked, 1) // max(link, 1))
+    return max(items + 1, min(CLICKED_PER_PAGE, wanted))
+
+
+def _after(scope: AccountScope, stmt: S, after: str | None, column: Any = Subscriber.id) -> S:
+    """Keyset paging by subscriber: rows past the subscriber with public id `after` (one
+    lookup by its unique id; an id of no subscriber of the account starts from the first)."""
+    if after is None or not is_uuid(after):
+        return stmt
+    found = scope.session.scalar(
+        scope.select(Subscriber, Subscriber.id).where(Subscriber.uuid == after.lower())
+    )
+    return stmt if found is None else stmt.where(column > found)
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """One delivery of a send as its page shows it: where it stands and the relay's last
+    answer."""
+
+    subscriber_id: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    smtp_code: int | None
+    smtp_reply: str | None
+    viewed: bool
+    clicked: bool
+    unsubscribed: bool
+
+    @property
+    def deferred(self) -> bool:
+        """Waiting for another attempt after the relay said "later"."""
+        return self.status == DeliveryStatus.PENDING and self.attempts > 0
+
+
+def deliveries_after(
+    scope: AccountScope, send_id: int, after: str | None, items: int
+) -> tuple[list[DeliveryState], str | None]:
+    """Up to `items` campaign deliveries of the send with their states, in subscriber order,
+    after the one to the subscriber whose public id is `after`; and the public id to ask for
+    the next page with (None: this was the last).
+
+    A send makes its deliveries batch after batch in subscriber order, so this is about the
+    order they were made in; paging by subscriber walks the (send, subscriber) index, so
+    every page costs the same on a send of any size. Deliveries whose subscriber has since
+    been deleted are in the deliveries table (and its CSV) only.
+    """
+    stmt = (
+        select(
+            Delivery.email,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.smtp_code,
+            Delivery.smtp_reply,
+            Delivery.opened_at,
+            Delivery.clicked_at,
+            Delivery.unsubscribed_at,
+            Subscriber.uuid,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(
+            Delivery.account_id == scope.account_id,
+            Delivery.send_id == send_id,
+            Delivery.kind == DeliveryKind.CAMPAIGN.value,
+        )
+    )
+    stmt = _after(scope, stmt, after, Delivery.subscriber_id)
+    rows = list(scope.session.execute(stmt.order_by(Delivery.subscriber_id).limit(items + 1)))
+    found = [
+        DeliveryState(
+            subscriber_id=row.uuid,
+            recipient=row.email,
+            status=DeliveryStatus(row.status),
+            attempts=row.attempts,
+            smtp_code=row.smtp_code,
+            smtp_reply=row.smtp_reply,
+            viewed=row.opened_at is not None or row.clicked_at is not None,
+            clicked=row.clicked_at is not None,
+            unsubscribed=row.unsubscribed_at is not None,
+        )
+        for row in rows[:items]
+    ]
+    return found, (found[-1].subscriber_id if len(rows) > items else None)
 
 
 def _custom_values(session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[Row]]:

@@ -145,6 +145,17 @@ def get_job(scope: AccountScope, jid: str) -> Job | None:
     return scope.session.scalars(scope.select(Job).where(Job.id == jid)).one_or_none()
 
 
+def recent_jobs(scope: AccountScope, kind: str, limit: int = 10) -> list[Job]:
+    """The account's latest jobs of one kind, newest first."""
+    stmt = (
+        scope.select(Job)
+        .where(Job.kind == kind)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+    )
+    return list(scope.session.scalars(stmt))
+
+
 def execute_job(db: Database, jid: str) -> None:
     """Run job `jid` to its end, one committed batch at a time, unless another worker holds it."""
     limits = _limits

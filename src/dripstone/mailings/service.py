@@ -539,7 +539,28 @@ def mailings_page(scope: AccountScope, *, before: str | None, items: int) -> lis
     return list(scope.session.scalars(stmt))
 
 
+def sends_before(
+    scope: AccountScope, before: str | None, items: int
+) -> tuple[list[CampaignMailingSend], str | None]:
+    """Up to `items` of the account's sends, newest first, older than the send whose public
+    id is `before` (None, or an id of no send of the account: from the newest); and the id
+    to ask for the next page with (None: this was the last). Keyset paging on the
+    (account, id) index, so every page costs the same."""
+    stmt = scope.select(CampaignMailingSend)
+    if before is not None and is_uuid(before):
+        older = scope.select(CampaignMailingSend, CampaignMailingSend.id).where(
+            CampaignMailingSend.uuid == before.lower()
+        )
+        found = scope.session.scalar(older)
+        if found is not None:
+            stmt = stmt.where(CampaignMailingSend.id < found)
+    stmt = stmt.order_by(CampaignMailingSend.id.desc()).limit(items + 1)
+    sends = list(scope.session.scalars(stmt))
+    return sends[:items], (sends[items - 1].uuid if len(sends) > items else None)
+
+
 def get_send(scope: AccountScope, send_id: str) -> CampaignMailingSend:
+    """The account's send with this public id (404 otherwise)."""
     found = scope.by_uuid(CampaignMailingSend, send_id)
     if found is None:
         raise NotFound(f"campaign mailing send {send_id} not found", field="id")

@@ -42,8 +42,8 @@ _uuid = TypeAdapter(Uuid)
 SearchQuery = Annotated[
     str | None,
     Query(
-        max_length=255,
-        pattern=r"^[^\W_]+( +[^\W_]+)*$",
+        max_length=schemas.SEARCH_MAX_LENGTH,
+        pattern=schemas.SEARCH_PATTERN,
         description="letters, digits and spaces; every word must match email or a name",
     ),
 ]

@@ -127,6 +127,27 @@ def _scan(path: Path) -> _Scan:
     return _Scan(header=header, rows=rows, body_offset=body_offset)
 
 
+def scan_file(path: Path) -> tuple[list[str], int]:
+    """The header and the number of rows of a CSV file, once the whole of it has been checked;
+    raises the 422 (field `file`) that says what is wrong with it."""
+    scan = _scan(path)
+    return scan.header, scan.rows
+
+
+_field_name = TypeAdapter(FieldName)
+
+
+def _check_field_name(column: str, name: str) -> None:
+    """A custom field name every row could be stored under, or the refusal naming the column."""
+    try:
+        _field_name.validate_python(name)
+    except ValidationError:
+        raise _refuse(
+            f"column {column!r}: a custom field's name has 1 to 255 characters, none of them NUL",
+            "mapping",
+        ) from None
+
+
 def _columns(header: Sequence[str], mapping: dict[str, str] | None) -> list[str]:
     """What each column of the file feeds: a field, `custom.<name>`, or "" (ignored)."""
     if mapping is None:
@@ -152,6 +173,8 @@ def _columns(header: Sequence[str], mapping: dict[str, str] | None) -> list[str]
                     "or custom.<name>",
                     "mapping",
                 )
+            if target.startswith(CUSTOM_PREFIX):
+                _check_field_name(name, custom)
             columns.append(CUSTOM_PREFIX + custom if target.startswith(CUSTOM_PREFIX) else target)
     targets = [c for c in columns if c]
     doubled = sorted({c for c in targets if targets.count(c) > 1})

@@ -56,14 +56,20 @@ def referenced_list(scope: AccountScope, list_id: str, field: str) -> Subscripti
     return found
 
 
-def list_lists(scope: AccountScope) -> list[tuple[SubscriptionList, int]]:
-    lists = list(
+def all_lists(scope: AccountScope) -> list[SubscriptionList]:
+    """Every list of the account, the default list first, then in order of creation; no
+    counts (cheap enough for a form's choice of list)."""
+    return list(
         scope.session.scalars(
             scope.select(SubscriptionList).order_by(
                 SubscriptionList.is_default.desc(), SubscriptionList.created_at, SubscriptionList.id
             )
         )
     )
+
+
+def list_lists(scope: AccountScope) -> list[tuple[SubscriptionList, int]]:
+    lists = all_lists(scope)
     counts = subscriber_counts(scope, [lst for lst in lists if not lst.is_default])
     total = scope.session.scalar(scope.select(Subscriber, func.count()))
     return [(lst, total or 0 if lst.is_default else counts.get(lst.id, 0)) for lst in lists]

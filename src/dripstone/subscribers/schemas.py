@@ -22,6 +22,9 @@ from dripstone.wire import Email, Name, NoNul, OneLine, Strict, Text, Uuid
 
 MAX_BULK_ROWS = 10_000
 MAX_FILTER_TERMS = 500  # keeps SQLite under its expression depth limit of 1000
+# A search: words of letters and digits, each of which must match the email or a name.
+SEARCH_PATTERN = r"^[^\W_]+( +[^\W_]+)*$"
+SEARCH_MAX_LENGTH = 255
 
 
 def normalize_phone(value: str) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from dripstone.db import AccountScope
 from dripstone.errors import Invalid
+from dripstone.subscribers.lists import referenced_list
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -34,6 +35,22 @@ class Selection:
     search: str = "*"
     filters: Sequence[Sequence[dict[str, Any]]] = ()
     except_ids: Sequence[int] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SubscriberFilter:
+    """Subscribers as a person filters them: a list by its public id (None: all contacts)
+    and a search (words that must each match the email or a name; "" matches everyone)."""
+
+    list_id: str | None = None
+    search: str = ""
+
+
+def selection_of(scope: AccountScope, chosen: SubscriberFilter) -> Selection:
+    """The selection a filter names; a list that is not the account's is refused (422)."""
+    target = referenced_list(scope, chosen.list_id, "list") if chosen.list_id else None
+    list_id = None if target is None or target.is_default else target.id
+    return Selection(list_id=list_id, search=chosen.search or "*")
 
 
 def _escape_like(term: str) -> str:

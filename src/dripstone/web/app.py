@@ -10,12 +10,12 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import mailings, overview, signin
+from dripstone.web import imports, mailings, overview, sends, signin
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
 from dripstone.web.security import DashboardHeaders
 
-ROUTERS = (signin.router, overview.router, mailings.router)
+ROUTERS = (signin.router, overview.router, imports.router, mailings.router, sends.router)
 
 
 def include_dashboard(app: FastAPI, settings: Settings) -> None:

@@ -1,8 +1,11 @@
 """Headers every dashboard answer carries: a Content-Security-Policy of `default-src 'self'`
 (no script, style, font or frame from anywhere else, none inline), no framing by other sites,
-no caching of pages that show contact data."""
+no caching of pages that show contact data, and `Server-Timing` (the server's time until the
+answer began, which a browser's developer tools show and `bench/pages.py` reads)."""
 
 from __future__ import annotations
+
+import time
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,9 +32,13 @@ class DashboardHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
                 # A page may set its own, stricter policy (the sandboxed mailing preview).
                 if "content-security-policy" not in headers:
                     headers["Content-Security-Policy"] = POLICY

@@ -8,12 +8,14 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 from playwright.sync_api import expect
 
 from dripstone.users.models import Role
 from tests.delivery.smtp_server import SmtpTestServer
 from tests.processes import wait_until
 from tests.web.browser.conftest import LiveServer, Session
+from tests.web.browser.test_accessibility import violations
 
 
 def _api(live_server: LiveServer, session: Session) -> httpx.Client:
@@ -110,3 +112,24 @@ def test_a_viewer_on_a_phone_reads_the_list_and_the_editor_without_sideways_scro
     # has been on screen.
     page.locator("iframe[name=preview]").scroll_into_view_if_needed()
     session.screenshot("mailings-editor-viewer-phone")
+
+
+@pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
+def test_the_mailings_pages_pass_axe_core(
+    dashboard: Callable[..., Session], live_server: LiveServer, width: int
+) -> None:
+    session = dashboard(Role.OWNER, width=width)
+    with _api(live_server, session) as api:
+        api.post("/subscription_lists", json={"subscription_list": {"name": "Readers"}})
+        body = {"campaign_mailing": {"subject": "Checked", "html_part": "<p>{{ email }}</p>"}}
+        mailing_id = api.post("/campaign_mailings", json=body).json()["data"]["id"]
+    found = {}
+    for path in ("/mailings", "/mailings/new", f"/mailings/{mailing_id}"):
+        session.go(path)
+        if problems := violations(session.page):
+            found[path] = problems
+    session.page.get_by_role("button", name="Review the send").click()
+    expect(session.page.locator("#audience")).to_be_visible()
+    if problems := violations(session.page):
+        found["confirmation"] = problems
+    assert found == {}

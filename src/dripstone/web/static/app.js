@@ -44,3 +44,19 @@ document.addEventListener("click", (event) => {
     button.textContent = "Copied";
   }
 });
+
+// --- Import ---------------------------------------------------------------------------------
+// <select data-named-by="#id" data-named-when="new">: the element named (a text box for a new
+// custom field's name) is shown only while that choice is selected. Without script it stays.
+function showNamedBy(select) {
+  const target = document.querySelector(select.dataset.namedBy);
+  if (target) target.hidden = select.value !== select.dataset.namedWhen;
+}
+
+document.addEventListener("change", (event) => {
+  if (event.target.matches?.("select[data-named-by]")) showNamedBy(event.target);
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const select of document.querySelectorAll("select[data-named-by]")) showNamedBy(select);
+});
