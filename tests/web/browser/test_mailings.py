@@ -25,6 +25,16 @@ def _api(live_server: LiveServer, session: Session) -> httpx.Client:
     )
 
 
+def _settle_preview(session: Session) -> None:
+    """Let the preview finish loading and be painted: Chromium paints a cross-origin
+    (sandboxed) frame into a full-page capture only once it has loaded and been on screen."""
+    frame = session.page.frame(name="preview")
+    assert frame is not None
+    frame.wait_for_load_state("load")
+    session.page.locator("iframe[name=preview]").scroll_into_view_if_needed()
+    session.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => done()))")
+
+
 def _received(server: SmtpTestServer, address: str) -> int:
     return sum(1 for m in list(server.handler.messages) if address in m.rcpt_tos)
 
@@ -63,6 +73,7 @@ def test_write_preview_save_test_and_send_a_mailing(
     expect(link).to_have_attribute("href", re.compile(re.escape(f"{live_server.base_url}/t/c/")))
     source.fill('<h1>Goodbye {{ first_name }}</h1>\n<p><a href="https://example.com/x">X</a></p>')
     expect(preview.locator("h1")).to_have_text("Goodbye Robin")
+    _settle_preview(session)
     session.screenshot("mailings-editor-with-preview")
 
     page.get_by_role("button", name="Create mailing").click()
@@ -108,9 +119,7 @@ def test_a_viewer_on_a_phone_reads_the_list_and_the_editor_without_sideways_scro
     expect(page.get_by_label("Subject")).to_have_attribute("readonly", "")
     expect(page.get_by_role("button", name="Save")).to_have_count(0)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    # Chromium paints a cross-origin (sandboxed) frame into a full-page capture only once it
-    # has been on screen.
-    page.locator("iframe[name=preview]").scroll_into_view_if_needed()
+    _settle_preview(session)
     session.screenshot("mailings-editor-viewer-phone")
 
 
