@@ -4,6 +4,8 @@ builds on both `template` and `prepare`."""
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 from dripstone.delivery.prepare import PreparedMailing
 from dripstone.delivery.signing import TrackingTokens
 from dripstone.delivery.template import (
@@ -60,3 +62,90 @@ def _dry_run(subject: str, html: str | None, text: str | None) -> list[str]:
     except TemplateError as exc:
         return [str(exc)]
     return []
+
+
+# Elements that never have an end tag, and those whose end tag HTML lets the writer leave out.
+_VOID = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+        "keygen",
+    ]
+)
+_OPTIONAL_END = frozenset(
+    [
+        "html",
+        "head",
+        "body",
+        "p",
+        "li",
+        "dt",
+        "dd",
+        "tr",
+        "td",
+        "th",
+        "thead",
+        "tbody",
+        "tfoot",
+        "option",
+        "optgroup",
+        "colgroup",
+        "caption",
+        "rt",
+        "rp",
+    ]
+)
+
+
+class _Balance(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, int]] = []
+        self.problems: list[TemplateError] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _VOID and tag not in _OPTIONAL_END:
+            self.open.append((tag, self.getpos()[0]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _VOID or tag in _OPTIONAL_END:
+            return
+        line = self.getpos()[0]
+        if not any(name == tag for name, _ in self.open):
+            self.problems.append(TemplateError(HTML_PART, f"</{tag}> closes nothing", line))
+            return
+        while self.open:
+            name, opened = self.open.pop()
+            if name == tag:
+                return
+            self.problems.append(
+                TemplateError(
+                    HTML_PART,
+                    f"<{name}> (opened on line {opened}) is not closed before </{tag}>",
+                    line,
+                )
+            )
+
+
+def unbalanced_html_tags(html: str) -> list[TemplateError]:
+    """HTML elements left open or closed twice, with their lines. Mail clients forgive most
+    of them in different ways, so they are warnings, not refusals; a `{% if %}` choosing
+    between two opening tags can show here without being wrong."""
+    balance = _Balance()
+    balance.feed(html)
+    balance.close()
+    for name, opened in balance.open:
+        balance.problems.append(TemplateError(HTML_PART, f"<{name}> is never closed", opened))
+    return sorted(balance.problems, key=lambda problem: problem.line or 0)

@@ -697,8 +697,30 @@ def _load(connection: Connection, ids: Sequence[int]) -> list[_Due]:
     return due
 
 
+def recipient_of(connection: Connection | Session, account_id: int, email: str) -> Recipient:
+    """The merge fields a message to `email` in this account is rendered with: the account's
+    subscriber with that address, as dispatching reads them, else the address alone."""
+    row = connection.execute(
+        select(
+            Subscriber.id,
+            Subscriber.first_name,
+            Subscriber.last_name,
+            Subscriber.phone_number,
+        ).where(Subscriber.account_id == account_id, Subscriber.email == email)
+    ).first()
+    if row is None:
+        return Recipient(email=email)
+    return Recipient(
+        email=email,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        phone_number=row.phone_number,
+        custom=_custom_fields(connection, [row.id]).get(row.id, {}),
+    )
+
+
 def _custom_fields(
-    connection: Connection, subscriber_ids: Sequence[int]
+    connection: Connection | Session, subscriber_ids: Sequence[int]
 ) -> dict[int, dict[str, str | None]]:
     found: dict[int, dict[str, str | None]] = {}
     if not subscriber_ids:

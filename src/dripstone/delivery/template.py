@@ -24,6 +24,8 @@ Public interface:
       .merge_fields() -> dict                          the variables, without unsubscribe_url
     TemplateError(part, message, line=None)           a ValueError; str() is the report line
     check_templates(subject, html, text) -> list[str]  empty when the mailing can be sent
+    merge_tag_names() -> tuple[str, ...]              the variables every template may use
+    unknown_merge_tags(part, source) -> list[TemplateError]   names no recipient has, by line
     compile_part(part, source) -> jinja2.Template      part: SUBJECT, HTML_PART or TEXT_PART
     render_error(part, exception) -> TemplateError     a render failure, with its line
     html_environment(), text_environment(), environment_for(part)   the shared sandboxes
@@ -83,6 +85,12 @@ SAMPLE_RECIPIENTS = (
     ),
 )
 SAMPLE_UNSUBSCRIBE_URL = "https://example.invalid/t/u/sample"
+UNSUBSCRIBE_URL = "unsubscribe_url"
+
+
+def merge_tag_names() -> tuple[str, ...]:
+    """The variables every template may use: a recipient's merge fields and `unsubscribe_url`."""
+    return (*Recipient(email="").merge_fields(), UNSUBSCRIBE_URL)
 
 
 class TemplateError(ValueError):
@@ -207,3 +215,20 @@ def _template_line(traceback: TracebackType | None) -> int | None:
             line = traceback.tb_lineno
         traceback = traceback.tb_next
     return line
+
+
+def unknown_merge_tags(part: str, source: str) -> list[TemplateError]:
+    """The variables `source` reads that are neither merge fields, nor set in the template, nor
+    the sandbox's own (`range`, `loop`): each renders as nothing, which is rarely what the
+    writer meant. One per name, at its first line. `source` must compile."""
+    environment = environment_for(part)
+    tree = environment.parse(source)
+    known = {*merge_tag_names(), *environment.globals, "loop", "caller", "varargs", "kwargs"}
+    known |= {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
+    found: dict[str, TemplateError] = {}
+    for node in tree.find_all(nodes.Name):
+        if node.ctx == "load" and node.name not in known and node.name not in found:
+            found[node.name] = TemplateError(
+                part, f"{node.name!r} is not a merge tag; it renders as nothing", node.lineno
+            )
+    return sorted(found.values(), key=lambda error: error.line or 0)

@@ -60,6 +60,13 @@ class MailingRefused(Invalid):
         super().__init__("; ".join(errors), field=field)
         self.errors = errors
 
+    def by_field(self) -> dict[str, str]:
+        """Field name -> its messages, each message filed under the field it starts with."""
+        found: dict[str, list[str]] = {}
+        for error in self.errors:
+            found.setdefault(_first_field([error]), []).append(error)
+        return {name: "; ".join(messages) for name, messages in found.items()}
+
 
 # --- mailings ----------------------------------------------------------------------------------
 
@@ -366,23 +373,55 @@ class SendRequest:
     send_at: datetime | None = None
 
 
-def start_send(
+def _refusals(
     scope: AccountScope, mailing: CampaignMailing, request: SendRequest
-) -> CampaignMailingSend:
-    """Record a send and queue its job: now, or at `send_at`. Refuses (422) an unknown list,
-    a time in the past, or a mailing whose templates do not render, before anything is sent."""
+) -> tuple[SubscriptionList | None, DynamicList | None]:
+    """The list or segment a send goes to; 422 for everything that would stop it."""
     lst, segment = _target(scope, request)
-    now = clock.now()
-    if request.send_at is not None and request.send_at <= now:
+    if request.send_at is not None and request.send_at <= clock.now():
         raise Invalid("send_at: must be in the future", field="send_at")
-    subject = request.subject or mailing.subject
-    problems = check_templates(subject, mailing.html_part, mailing.text_part)
+    problems = check_templates(
+        request.subject or mailing.subject, mailing.html_part, mailing.text_part
+    )
     if problems:
         field = "subject" if request.subject and problems[0].startswith("subject") else None
         raise Invalid(
             "the campaign mailing cannot be sent: " + "; ".join(problems),
             field=field or "campaign_mailing_id",
         )
+    return lst, segment
+
+
+def check_send(scope: AccountScope, mailing: CampaignMailing, request: SendRequest) -> int:
+    """What start_send would refuse (422), refused the same way without writing anything;
+    else how many subscribers the send would reach if it began now (the rule it begins with)."""
+    lst, segment = _refusals(scope, mailing, request)
+    if segment is not None:
+        selection = segment_selection(segment)
+    else:
+        selection = Selection(list_id=None if lst is None or lst.is_default else lst.id)
+    return _audience_size(scope, selection)
+
+
+def _audience_size(scope: AccountScope, selection: Selection) -> int:
+    return (
+        scope.session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(selection_condition(scope, selection), audience.reachable_subscriber())
+        )
+        or 0
+    )
+
+
+def start_send(
+    scope: AccountScope, mailing: CampaignMailing, request: SendRequest
+) -> CampaignMailingSend:
+    """Record a send and queue its job: now, or at `send_at`. Refuses (422) an unknown list,
+    a time in the past, or a mailing whose templates do not render, before anything is sent."""
+    lst, segment = _refusals(scope, mailing, request)
+    now = clock.now()
+    subject = request.subject or mailing.subject
     from_email = request.from_email or mailing.from_email or pipeline.default_from_email()
     job = create_job(scope.session, scope.account_id, SEND_JOB, {}, not_before=request.send_at)
     send = CampaignMailingSend(
@@ -459,6 +498,47 @@ def list_sends(scope: AccountScope, *, items: int, page: int) -> list[CampaignMa
     return list(scope.session.scalars(stmt))
 
 
+def sends_of(
+    scope: AccountScope, mailing: CampaignMailing, items: int
+) -> list[CampaignMailingSend]:
+    """The mailing's latest sends, newest first."""
+    stmt = (
+        scope.select(CampaignMailingSend)
+        .where(CampaignMailingSend.campaign_mailing_id == mailing.id)
+        .order_by(CampaignMailingSend.id.desc())
+        .limit(items)
+    )
+    return list(scope.session.scalars(stmt))
+
+
+def last_sends(scope: AccountScope, mailing_ids: Sequence[int]) -> dict[int, CampaignMailingSend]:
+    """Per mailing among `mailing_ids`: its latest send (one query for them all)."""
+    if not mailing_ids:
+        return {}
+    latest = (
+        scope.select(CampaignMailingSend, func.max(CampaignMailingSend.id))
+        .where(CampaignMailingSend.campaign_mailing_id.in_(mailing_ids))
+        .group_by(CampaignMailingSend.campaign_mailing_id)
+    )
+    sends = scope.session.scalars(
+        scope.select(CampaignMailingSend).where(
+            CampaignMailingSend.id.in_(latest.scalar_subquery())
+        )
+    )
+    return {send.campaign_mailing_id: send for send in sends}
+
+
+def mailings_page(scope: AccountScope, *, before: str | None, items: int) -> list[CampaignMailing]:
+    """A page of the account's mailings, newest first, after the mailing `before` (keyset:
+    every page costs the same however deep)."""
+    stmt = scope.select(CampaignMailing).order_by(CampaignMailing.id.desc()).limit(items)
+    if before is not None and is_uuid(before):
+        found = scope.by_uuid(CampaignMailing, before)
+        if found is not None:
+            stmt = stmt.where(CampaignMailing.id < found.id)
+    return list(scope.session.scalars(stmt))
+
+
 def sends_before(
     scope: AccountScope, before: str | None, items: int
 ) -> tuple[list[CampaignMailingSend], str | None]:
@@ -528,15 +608,7 @@ def _begin(scope: AccountScope, send: CampaignMailingSend, job: Job) -> str | No
     send.text_part = mailing.text_part
     send.state = SendState.QUEUEING
     send.started_at = now
-    selection = _selection(scope, send)
-    job.total = (
-        scope.session.scalar(
-            select(func.count())
-            .select_from(Subscriber)
-            .where(selection_condition(scope, selection), audience.reachable_subscriber())
-        )
-        or 0
-    )
+    job.total = _audience_size(scope, _selection(scope, send))
     for email in send.recipient_emails:
         scope.session.add(
             Delivery(

@@ -10,7 +10,17 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
-from dripstone.web import drips, imports, lists, overview, sends, signin, subscriber, subscribers
+from dripstone.web import (
+    drips,
+    imports,
+    lists,
+    mailings,
+    overview,
+    sends,
+    signin,
+    subscriber,
+    subscribers,
+)
 from dripstone.web import settings as settings_pages
 from dripstone.web.auth import SignInRequired
 from dripstone.web.errors import sign_in_redirect
@@ -23,6 +33,7 @@ ROUTERS = (
     subscriber.router,
     lists.router,
     imports.router,
+    mailings.router,
     sends.router,
     drips.router,
     settings_pages.router,
