@@ -141,9 +141,28 @@ class Session:
 @pytest.fixture
 def dashboard(browser: Browser, live_server: LiveServer) -> Iterator[Callable[..., Session]]:
     """`dashboard(Role.EDITOR)`: a new browser context (1280 by 800) signed in through the form;
-    `width=390` for a phone."""
+    `width=390` for a phone. A script error or a console error on any of its pages (a refusal
+    by the Content-Security-Policy among them) fails the test."""
     contexts = []
+    problems: list[str] = []
     team = make_team(live_server.database)
+
+    def is_problem(text: str) -> bool:
+        # Pages refused on purpose (a 403, a form sent back with 422) are the test's business.
+        return not text.startswith(
+            "Failed to load resource: the server responded with a status of 4"
+        )
+
+    def watch(page: Page) -> None:
+        page.on("pageerror", lambda error: problems.append(f"{page.url}: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"{page.url}: {message.text}")
+                if message.type == "error" and is_problem(message.text)
+                else None
+            ),
+        )
 
     def open_as(role: Role = Role.OWNER, width: int = 1280, height: int = 800) -> Session:
         context = browser.new_context(
@@ -151,6 +170,7 @@ def dashboard(browser: Browser, live_server: LiveServer) -> Iterator[Callable[..
         )
         context.set_default_timeout(15_000)
         contexts.append(context)
+        context.on("page", watch)
         page = context.new_page()
         page.goto("/sign-in")
         page.get_by_label("Email").fill(team.emails[role])
@@ -162,3 +182,4 @@ def dashboard(browser: Browser, live_server: LiveServer) -> Iterator[Callable[..
     yield open_as
     for context in contexts:
         context.close()
+    assert problems == [], "errors in the browser's console"

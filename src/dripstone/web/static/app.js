@@ -59,6 +59,8 @@ document.addEventListener("change", (event) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const select of document.querySelectorAll("select[data-named-by]")) showNamedBy(select);
+});
+
 // --- subscribers and lists ---------------------------------------------------------------
 // <button data-add-row=".filters">: adds an empty copy of the last filter row to the
 // fieldset named (without JavaScript a blank row is always there to fill in).
