@@ -76,6 +76,8 @@ def signed_in(base: str, database_url: str) -> httpx.Client:
 
 def pages(api: httpx.Client, send_id: str, list_id: str) -> list[str]:
     subscriber = api.get(f"{BASE}/subscribers", params={"items": 1}).json()["data"][0]["id"]
+    lists = api.get(f"{BASE}/subscription_lists").json()["data"]
+    default = next(item["id"] for item in lists if item["attributes"]["name"] == "All contacts")
     return [
         "/",
         "/subscribers",
@@ -83,23 +85,40 @@ def pages(api: httpx.Client, send_id: str, list_id: str) -> list[str]:
         f"/subscribers?list={list_id}",
         f"/subscribers/{subscriber}",
         "/imports",
+        "/exports",
         "/lists",
+        f"/lists/{list_id}/count",
+        f"/lists/{default}/count",
         "/mailings",
+        f"/mailings/{mailing_of(api, send_id)}",
         "/sends",
         f"/sends/{send_id}",
+        f"/sends/{send_id}/progress",
         "/drips",
         "/settings",
         "/settings/audit",
     ]
 
 
-def time_page(client: httpx.Client, path: str) -> tuple[int, float, float, float]:
-    """Status, median and slowest server time, median whole-page time (ms)."""
-    client.get(path)
+def mailing_of(api: httpx.Client, send_id: str) -> str:
+    send = api.get(f"{BASE}/campaign_mailing_sends/{send_id}").json()["data"]
+    return str(send["attributes"]["campaign_mailing_id"])
+
+
+def time_page(
+    client: httpx.Client, path: str, form: dict[str, str] | None = None
+) -> tuple[int, float, float, float]:
+    """Status, median and slowest server time, median whole-page time (ms). With `form`,
+    the page is the answer to posting it."""
+
+    def ask() -> httpx.Response:
+        return client.get(path) if form is None else client.post(path, data=form)
+
+    ask()
     server, whole, status = [], [], 0
     for _ in range(REPEAT):
         started = time.perf_counter()
-        answer = client.get(path)
+        answer = ask()
         whole.append((time.perf_counter() - started) * 1000)
         status = answer.status_code
         found = SERVER_TIMING.search(answer.headers.get("server-timing", ""))
@@ -132,10 +151,20 @@ def main() -> None:
         client = signed_in(server.base, database_url)
         columns = ("status", "server median", "slowest", "whole page")
         print(f"  {'page':<48} " + " ".join(f"{c:>{len(c) + 1}}" for c in columns))
-        for path in pages(api, send_id, list_id):
-            status, median, slowest, whole = time_page(client, path)
+        timed: list[tuple[str, dict[str, str] | None]] = [
+            (path, None) for path in pages(api, send_id, list_id)
+        ]
+        mailing = f"/mailings/{mailing_of(api, send_id)}"
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(mailing).text)
+        assert token is not None
+        # The confirmation before a send: it counts who would receive it (nothing is sent).
+        confirm = {"csrf_token": token[1], "to": f"list:{list_id}", "when": "now"}
+        timed.append((f"{mailing}/send", confirm))
+        for path, form in timed:
+            status, median, slowest, whole = time_page(client, path, form)
+            label = ("POST " if form else "") + path
             print(
-                f"  {path[:48]:<48} {status:>6} {median:>11.1f} ms {slowest:>6.1f} ms"
+                f"  {label[:48]:<48} {status:>6} {median:>11.1f} ms {slowest:>6.1f} ms"
                 f" {whole:>8.1f} ms"
             )
 
