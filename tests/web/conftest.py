@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from dripstone import db
@@ -60,6 +61,15 @@ def csrf_of(client: TestClient, path: str = "/") -> str:
     found = CSRF.search(client.get(path).text)
     assert found is not None
     return found[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_password_hashes() -> Iterator[None]:
+    """Argon2id with its smallest cost: the dashboard tests hash and check passwords by the
+    hundred, and the cost is not what they test (tests/users checks the real parameters)."""
+    previous = users.use_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    yield
+    users.use_hasher(previous)
 
 
 @pytest.fixture

@@ -39,7 +39,10 @@ def test_a_newcomer_imports_sends_and_reads_the_analytics_in_the_browser(
     tag = uuid.uuid4().hex[:10]
     account, owner = f"acme{tag}", f"ann@{tag}.example.com"
     _cli(live_server, "accounts", "create", account)
-    password = _cli(live_server, "users", "create", "ann", owner, "--role", "owner")
+    # --account: the live server holds other tests' accounts too; a newcomer's has one.
+    password = _cli(
+        live_server, "users", "create", "ann", owner, "--role", "owner", "--account", account
+    )
 
     context = browser.new_context(base_url=live_server.base_url)
     context.set_default_timeout(20_000)
