@@ -16,7 +16,18 @@ from tests.web.browser.conftest import LiveServer, Session
 
 AXE = Path(__file__).parent / "axe" / "axe.min.js"
 RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-PAGES = ["/", "/drips", "/settings", "/settings/audit"]
+PAGES = [
+    "/",
+    "/subscribers",
+    "/lists",
+    "/imports",
+    "/exports",
+    "/mailings",
+    "/sends",
+    "/drips",
+    "/settings",
+    "/settings/audit",
+]
 
 
 def test_axe_is_the_version_its_package_file_pins() -> None:
