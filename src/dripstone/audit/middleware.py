@@ -101,18 +101,7 @@ def _record_dashboard(
     route: BaseRoute | None = scope.get("route")
     if actor is None or route is None:
         return
-    named: dict[str, Any] = dict(scope.get("path_params", {}))
-    change = service.Change(
-        actor=actor,
-        action=f"POST {getattr(route, 'path', '')}",
-        status=status,
-        object_ids=named,
-        request_id=correlation_id.get(),
-    )
-    try:
-        service.record(db.database(), change)
-    except Exception:
-        log.exception("audit event not recorded", extra={"action": change.action})
+    _write(actor, f"POST {getattr(route, 'path', '')}", status, dict(scope.get("path_params", {})))
 
 
 def _record(scope: Scope, state: dict[str, Any], status: int, answer: list[Message]) -> None:
@@ -131,9 +120,14 @@ def _record(scope: Scope, state: dict[str, Any], status: int, answer: list[Messa
     named.update(_query_ids(scope.get("query_string", b"")))
     for name, value in (returned or {}).items():
         named.setdefault(name, value)
+    actor = service.Actor(caller.account_id, "api_key", caller.key_id, caller.key_prefix)
+    _write(actor, f"{scope['method']} {template}", status, named)
+
+
+def _write(actor: service.Actor, action: str, status: int, named: dict[str, Any]) -> None:
     change = service.Change(
-        actor=service.Actor(caller.account_id, "api_key", caller.key_id, caller.key_prefix),
-        action=f"{scope['method']} {template}",
+        actor=actor,
+        action=action,
         status=status,
         object_ids=named,
         request_id=correlation_id.get(),

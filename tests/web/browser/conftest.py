@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dripstone import db, migrations
@@ -104,8 +105,6 @@ def live_server(
     def answering() -> bool:
         if process.poll() is not None:
             raise AssertionError((data_dir / "serve.log").read_text())
-        import httpx
-
         try:
             return httpx.get(f"{base}/healthz").status_code == 200
         except httpx.TransportError:
@@ -126,6 +125,13 @@ class Session:
     team: Team
     role: Role
     base_url: str
+
+    def api(self) -> httpx.Client:
+        """The API as the account's programs use it, with the account's key."""
+        return httpx.Client(
+            base_url=f"{self.base_url}/v1/marketing",
+            headers={"authorization": f"Token token={self.team.api_key}"},
+        )
 
     def go(self, path: str) -> Page:
         self.page.goto(self.base_url + path)

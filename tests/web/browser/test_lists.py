@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from dripstone.users.models import Role
 from tests.web.browser.conftest import LiveServer, Session
-from tests.web.browser.test_subscribers import _api, _ok
+from tests.web.browser.test_subscribers import _ok
 
 
 def test_create_a_list_and_a_dynamic_list_with_an_added_row(
@@ -18,7 +18,7 @@ def test_create_a_list_and_a_dynamic_list_with_an_added_row(
     session = dashboard(Role.EDITOR)
     page = session.page
     token = uuid.uuid4().hex[:8]
-    with _api(live_server, session) as api:
+    with session.api() as api:
         rows = [
             {"email": f"gold{n}{token}@example.com", "custom_fields": [{"plan": "gold"}]}
             for n in range(3)

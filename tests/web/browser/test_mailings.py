@@ -7,7 +7,6 @@ import re
 import uuid
 from collections.abc import Callable
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -16,13 +15,6 @@ from tests.delivery.smtp_server import SmtpTestServer
 from tests.processes import wait_until
 from tests.web.browser.conftest import LiveServer, Session
 from tests.web.browser.test_accessibility import violations
-
-
-def _api(live_server: LiveServer, session: Session) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"{live_server.base_url}/v1/marketing",
-        headers={"authorization": f"Token token={session.team.api_key}"},
-    )
 
 
 def _settle_preview(session: Session) -> None:
@@ -48,7 +40,7 @@ def test_write_preview_save_test_and_send_a_mailing(
     page = session.page
     tag = uuid.uuid4().hex[:10]
     robin, sam, tester = (f"{name}-{tag}@example.com" for name in ("robin", "sam", "tester"))
-    with _api(live_server, session) as api:
+    with session.api() as api:
         created = api.post("/subscription_lists", json={"subscription_list": {"name": "Readers"}})
         list_id = created.json()["data"]["id"]
         rows = [{"email": robin, "first_name": "Robin"}, {"email": sam, "first_name": "Sam"}]
@@ -104,7 +96,7 @@ def test_a_viewer_on_a_phone_reads_the_list_and_the_editor_without_sideways_scro
 ) -> None:
     session = dashboard(Role.VIEWER, width=390, height=844)
     page = session.page
-    with _api(live_server, session) as api:
+    with session.api() as api:
         body = {
             "campaign_mailing": {
                 "subject": "A rather long subject line for a small screen {{ first_name }}",
@@ -128,7 +120,7 @@ def test_the_mailings_pages_pass_axe_core(
     dashboard: Callable[..., Session], live_server: LiveServer, width: int
 ) -> None:
     session = dashboard(Role.OWNER, width=width)
-    with _api(live_server, session) as api:
+    with session.api() as api:
         api.post("/subscription_lists", json={"subscription_list": {"name": "Readers"}})
         body = {"campaign_mailing": {"subject": "Checked", "html_part": "<p>{{ email }}</p>"}}
         mailing_id = api.post("/campaign_mailings", json=body).json()["data"]["id"]

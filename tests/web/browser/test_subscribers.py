@@ -16,13 +16,6 @@ from tests.processes import wait_until
 from tests.web.browser.conftest import LiveServer, Session
 
 
-def _api(live_server: LiveServer, session: Session) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"{live_server.base_url}/v1/marketing",
-        headers={"authorization": f"Token token={session.team.api_key}"},
-    )
-
-
 def _ok(response: httpx.Response) -> Any:
     assert response.status_code == 200, response.text
     return response.json()["data"]
@@ -37,7 +30,7 @@ def test_find_a_subscriber_read_the_timeline_and_edit(
     page = session.page
     token = uuid.uuid4().hex[:8]
     address = f"robin{token}@example.com"
-    with _api(live_server, session) as api:
+    with session.api() as api:
         patients = _ok(api.post("/subscription_lists", json={"name": "Patients"}))["id"]
         _ok(
             api.post(
@@ -128,7 +121,7 @@ def test_the_subscribers_list_at_phone_width(
 ) -> None:
     session = dashboard(Role.EDITOR, width=390, height=844)
     token = uuid.uuid4().hex[:8]
-    with _api(live_server, session) as api:
+    with session.api() as api:
         rows = [
             {"email": f"phone{n}{token}@example.com", "first_name": f"Person {n}"}
             for n in range(12)
@@ -147,7 +140,7 @@ def test_unsubscribe_everyone_matching_with_a_confirmation_and_a_progress_bar(
     session = dashboard(Role.EDITOR)
     page = session.page
     token = uuid.uuid4().hex[:8]
-    with _api(live_server, session) as api:
+    with session.api() as api:
         rows = [{"email": f"leave{n}{token}@example.com"} for n in range(60)]
         rows.append({"email": f"stay{token}@example.com"})
         _ok(api.post("/subscribers_bulk_create", json={"subscribers": rows}))
@@ -166,7 +159,7 @@ def test_unsubscribe_everyone_matching_with_a_confirmation_and_a_progress_bar(
     expect(page.locator("#job-counts")).to_have_text("60 of 60 done")
     assert questions == ["Unsubscribe 60 subscribers from all mail?"]
     session.screenshot("subscribers-bulk-progress")
-    with _api(live_server, session) as api:
+    with session.api() as api:
         found = _ok(api.get("/subscribers", params={"search": token, "items": 100}))
     out = {s["attributes"]["email"] for s in found if s["attributes"]["unsubscribed"]}
     assert out == {f"leave{n}{token}@example.com" for n in range(60)}
