@@ -34,6 +34,14 @@ ENABLE = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run a real server and browser: scheduled with the other slow tests."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def chromium_path() -> str | None:
     return (
         os.environ.get("DRIPSTONE_CHROMIUM")
