@@ -141,7 +141,7 @@ def test_a_refused_graph_names_its_node_and_saves_nothing(
             {
                 "node_id": "clicked",
                 "field": "nodes[3]",
-                "message": "nodes[3]: condition node 'clicked' has no 'no' edge",
+                "message": "condition node 'clicked' has no 'no' edge",
             }
         ]
     }

@@ -69,11 +69,15 @@ def _refusal(exc: DripstoneError | ValidationError) -> JSONResponse:
         ]
     else:
         details = exc.details
+        path = details.get("path")
+        message = exc.message.removeprefix(NODES_PREFIX)
+        if path:
+            message = message.removeprefix(f"{path}: ")
         found = [
             {
                 "node_id": details.get("node"),
-                "field": details.get("path") or details.get("field"),
-                "message": exc.message.removeprefix(NODES_PREFIX),
+                "field": path or details.get("field"),
+                "message": message,
             }
         ]
     return JSONResponse({"errors": found}, status_code=422)

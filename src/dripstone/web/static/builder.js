@@ -13,7 +13,7 @@ const editable = data.editable;
 
 const WIDTH = 220;
 const HEIGHT = 78;
-const MARGIN = 24;
+const MARGIN = 8;
 const KINDS = {
   trigger: "Trigger", email: "Email", delay: "Delay", wait_until: "Wait until",
   condition: "Condition", split: "Split", action: "Action", exit: "Exit",
@@ -86,7 +86,7 @@ function undo() {
   redoStack.push(JSON.stringify(graph));
   graph = JSON.parse(undoStack.pop());
   keepSelection();
-  render();
+  render(true);
 }
 
 function redo() {
@@ -94,7 +94,7 @@ function redo() {
   undoStack.push(JSON.stringify(graph));
   graph = JSON.parse(redoStack.pop());
   keepSelection();
-  render();
+  render(true);
 }
 
 function keepSelection() {
@@ -121,10 +121,27 @@ function layOut() {
   }
 }
 
+// A step keeps its own position, unless another step has the very same one (a program that
+// wrote {x: 0, y: 0} everywhere): piled-up steps are laid out instead.
 function place(node) {
   const p = node.position;
-  if (p && Number.isFinite(p.x) && Number.isFinite(p.y)) return { x: p.x, y: p.y };
+  if (p && Number.isFinite(p.x) && Number.isFinite(p.y) && !piled.has(`${p.x},${p.y}`)) {
+    return { x: p.x, y: p.y };
+  }
   return laidOut[node.id] ?? { x: MARGIN, y: MARGIN };
+}
+
+let piled = new Set();
+
+function findPiled() {
+  const seen = new Set();
+  piled = new Set();
+  for (const { position: p } of graph.nodes) {
+    if (!p) continue;
+    const key = `${p.x},${p.y}`;
+    if (seen.has(key)) piled.add(key);
+    seen.add(key);
+  }
 }
 
 // --- what a step says -----------------------------------------------------------------------
@@ -167,7 +184,9 @@ function describe(node) {
 const nameOf = (node) => `${KINDS[node.type] ?? node.type} ${node.id}`;
 
 // --- drawing --------------------------------------------------------------------------------
-function render() {
+function render(rebuildPanel = false) {
+  const focused = document.activeElement?.closest?.(".bnode")?.dataset.node;
+  findPiled();
   layOut();
   for (const old of canvas.querySelectorAll(".bnode")) old.remove();
   for (const old of arrows.querySelectorAll("g.link")) old.remove();
@@ -188,12 +207,25 @@ function render() {
     const link = drawEdge(edge, index);
     if (link) arrows.append(link);
   });
-  renderPanel();
+  renderPanel(rebuildPanel);
   renderStatus();
+  if (focused) focusNode(nodeOf(focused) ? focused : focusId);
+}
+
+// A branch's handles sit in the order of the steps they lead to, so its arrows never cross.
+function handleOrder(node) {
+  const order = handlesOf(node);
+  if (order.length !== 2) return order;
+  const xs = order.map((h) => {
+    const index = edgeOn(node.id, h);
+    const target = index >= 0 ? nodeOf(graph.edges[index].target) : null;
+    return target ? place(target).x : null;
+  });
+  return xs[0] !== null && xs[1] !== null && xs[0] > xs[1] ? [order[1], order[0]] : order;
 }
 
 function handleX(node, handle) {
-  const handles = handlesOf(node);
+  const handles = handleOrder(node);
   const i = handles.indexOf(handle);
   return place(node).x + (WIDTH * (i + 1)) / (handles.length + 1);
 }
@@ -226,7 +258,7 @@ function drawNode(node, x, y) {
         "data-handle": handle ?? "",
         "aria-hidden": "true",
         title: handle ? `drag to connect "${handle}"` : "drag to connect",
-      }, handle ? el("span", { text: handle }) : null);
+      }, handle && edgeOn(node.id, handle) < 0 ? el("span", { text: handle }) : null);
       dot.style.left = `${handleX(node, handle) - x}px`;
       button.append(dot);
     }
@@ -253,7 +285,11 @@ function drawEdge(edge, index) {
   group.append(svg("path", { class: "link-hit", d }));
   group.append(svg("path", { class: "link-line", d, "marker-end": "url(#builder-head)" }));
   if (handle) {
-    const label = svg("text", { class: "link-label", x: sx + 6, y: sy + 16 });
+    // The first branch is labelled on its left, the second on its right: never on the arrow.
+    const first = handleOrder(source).indexOf(handle) === 0;
+    const label = svg("text", {
+      class: "link-label", x: first ? sx - 6 : sx + 6, y: sy + 16, "text-anchor": first ? "end" : "start",
+    });
     label.textContent = handle;
     group.append(label);
   }
@@ -313,7 +349,23 @@ function refocus(selector) {
   panel.querySelector(selector)?.focus();
 }
 
-function renderPanel() {
+// What the panel's controls depend on besides their own values: typing a value changes the
+// graph without rebuilding the panel, so Tab moves on from the field as usual.
+function panelShape() {
+  const node = selected?.node ? nodeOf(selected.node) : null;
+  const d = node?.data ?? {};
+  return JSON.stringify([
+    selected, graph.nodes.map((n) => [n.id, n.type]), graph.edges,
+    node && [d.check, d.do, NO_VALUE_OPS.includes(d.op), d.campaign_mailing_id],
+  ]);
+}
+
+let shownShape = null;
+
+function renderPanel(force = false) {
+  const shape = panelShape();
+  if (!force && shape === shownShape) return;
+  shownShape = shape;
   fieldCount = 0;
   const active = document.activeElement;
   const focusedKey = panel.contains(active) ? active.dataset.key : null;
@@ -581,6 +633,7 @@ async function save() {
   if (answer.ok && body?.saved) {
     graph = body.graph;
     saved = JSON.stringify(graph);
+    shownShape = null;
     statusLine.dataset.saved = "Saved";
     showProblems([]);
     return;
@@ -611,10 +664,12 @@ function showProblems(found) {
 }
 
 // --- events ---------------------------------------------------------------------------------
-let drag = null; // {id, dx, dy, start, moved} or {from, handle, line}
+let drag = null; // {id, dx, dy, moved, to} moving a step, or {from, handle, line} connecting
+let suppressClick = false; // the click that ends a drag is not a selection
 
 canvas.addEventListener("pointerdown", (event) => {
   const button = event.target.closest(".bnode");
+  suppressClick = false;
   if (!button || event.button !== 0 || !editable) return;
   const node = nodeOf(button.dataset.node);
   const origin = canvas.getBoundingClientRect();
@@ -627,15 +682,13 @@ canvas.addEventListener("pointerdown", (event) => {
     const line = svg("path", { class: "link-line pending", d: curve(sx, sy, sx, sy) });
     arrows.append(line);
     drag = { from: node.id, handle, line, sx, sy, origin };
-    canvas.setPointerCapture(event.pointerId);
     return;
   }
   const { x, y } = place(node);
   drag = { id: node.id, dx: event.clientX - origin.left - x, dy: event.clientY - origin.top - y, moved: false, origin, button };
-  canvas.setPointerCapture(event.pointerId);
 });
 
-canvas.addEventListener("pointermove", (event) => {
+window.addEventListener("pointermove", (event) => {
   if (!drag) return;
   const x = event.clientX - drag.origin.left;
   const y = event.clientY - drag.origin.top;
@@ -653,11 +706,12 @@ canvas.addEventListener("pointermove", (event) => {
   drag.button.style.top = `${drag.to.y}px`;
 });
 
-canvas.addEventListener("pointerup", (event) => {
+window.addEventListener("pointerup", (event) => {
   if (!drag) return;
   const done = drag;
   drag = null;
   if (done.line) {
+    suppressClick = true;
     done.line.remove();
     const under = document.elementFromPoint(event.clientX, event.clientY)?.closest(".bnode");
     if (under && under.dataset.node !== done.from && nodeOf(under.dataset.node).type !== "trigger") {
@@ -667,18 +721,23 @@ canvas.addEventListener("pointerup", (event) => {
     return;
   }
   if (done.moved) {
+    suppressClick = true;
     change(() => { nodeOf(done.id).position = done.to; });
-  } else {
-    choose({ node: done.id });
+    focusNode(done.id);
   }
-  focusNode(done.id);
 });
 
 canvas.addEventListener("click", (event) => {
+  if (suppressClick) {
+    suppressClick = false;
+    return;
+  }
   const button = event.target.closest(".bnode");
   if (button) {
     choose({ node: button.dataset.node });
     focusNode(button.dataset.node);
+  } else if (!event.target.closest("g.link")) {
+    choose(null); // a click on the background: nothing selected, a new step stands alone
   }
 });
 
@@ -720,7 +779,9 @@ function nearest(id, [dx, dy]) {
   return best;
 }
 
-root.addEventListener("keydown", (event) => {
+document.addEventListener("keydown", (event) => {
+  // Keys pressed in the builder, or with nothing in particular focused (after a click on an arrow).
+  if (!root.contains(event.target) && !event.target.contains(root)) return;
   if (event.key === "Delete" && selected?.edge !== undefined && editable && !event.target.closest("input, select, textarea")) {
     removeEdge(selected.edge);
     return;
