@@ -616,7 +616,10 @@ function focusNode(id) {
 }
 
 // --- saving ---------------------------------------------------------------------------------
+const LIVE = "This campaign is running: the new steps apply at once, and whoever waits at a removed step moves on to the step that replaced it, or leaves. Save?";
+
 async function save() {
+  if (data.state !== "draft" && !window.confirm(LIVE)) return;
   statusLine.textContent = "Saving…";
   let answer;
   try {
