@@ -19,6 +19,12 @@ from tests.web.browser.drip_setup import TeamApi
 from tests.web.browser.test_accessibility import violations
 
 SUBJECTS = ("Welcome aboard", "Three tips", "Did you see this?")
+# Whether the page would ask before it is left (its beforeunload handler cancels the event).
+LEAVING = """() => {
+  const event = new Event("beforeunload", { cancelable: true });
+  window.dispatchEvent(event);
+  return event.defaultPrevented;
+}"""
 
 
 def mailings_and_list(api: TeamApi) -> tuple[str, dict[str, str]]:
@@ -142,10 +148,12 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     page.mouse.move(before["x"] + 280, before["y"] + 40, steps=6)
     page.mouse.up()
     expect(page.locator("#builder-status")).to_have_text("Unsaved changes")
+    assert page.evaluate(LEAVING)  # leaving the page now asks first
     session.screenshot("drip-builder-mouse-built")
 
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#builder-status")).to_have_text("Saved")
+    assert not page.evaluate(LEAVING)
     saved = stored(api, campaign_id)
     assert structure(saved) == welcome_series(mailings)
     moved = next(n for n in saved["nodes"] if n["id"] == "email_3")

@@ -632,6 +632,10 @@ async function save() {
     showProblems([{ node_id: null, message: "The server could not be reached; nothing was saved." }]);
     return;
   }
+  if (answer.redirected) { // to the sign-in page: the session ended
+    showProblems([{ node_id: null, message: "You were signed out. Sign in again in another tab, then save here." }]);
+    return;
+  }
   const body = await answer.json().catch(() => null);
   if (answer.ok && body?.saved) {
     graph = body.graph;
