@@ -293,3 +293,78 @@ def test_a_refused_graph_is_shown_on_the_step_it_names(
     assert stored(api, campaign_id) == before
     assert violations(page) == []
     api.close()
+
+
+def test_every_kind_of_step_is_edited_in_the_panel_into_data_the_server_takes(
+    dashboard: Callable[..., Session],
+) -> None:
+    session = dashboard(Role.EDITOR)
+    api = TeamApi(session.base_url, session.team)
+    list_id, mailings = mailings_and_list(api)
+    campaign_id = empty_campaign(api, list_id, "Every kind")
+    page = session.go(f"/drips/{campaign_id}")
+    side = panel(page)
+
+    def add(kind: str) -> None:
+        page.get_by_role("button", name=kind, exact=True).click()
+
+    def commit(label: str, value: str) -> None:
+        side.get_by_label(label, exact=True).fill(value)
+        side.get_by_label(label, exact=True).press("Tab")
+
+    step(page, "trigger").click()
+    add("Wait until")
+    commit("Time of day", "10:30")
+    side.get_by_label("Mon").check()
+    side.get_by_label("Fri").check()
+    commit("Time zone (optional)", "Europe/Berlin")
+    add("Split")
+    commit("Weight a", "30")
+    commit("Weight b", "70")
+    add("Action")  # on a
+    side.get_by_label("Do").select_option("set_field")
+    commit("Custom field", "stage")
+    commit("Value", "lead")
+    step(page, "split_1").click()
+    add("Action")  # on b
+    side.get_by_label("List").select_option(label="News")
+    add("Condition")
+    side.get_by_label("Check").select_option("field")
+    commit("Field", "first_name")
+    side.get_by_label("Test").select_option("contains")
+    commit("Value", "A")
+    add("Exit")  # on yes
+    step(page, "condition_1").click()
+    add("Email")  # on no
+    side.get_by_label("Mailing").select_option(label="Welcome aboard")
+    expect(step(page, "wait_until_1")).to_contain_text("10:30 Mon, Fri (Europe/Berlin)")
+    session.screenshot("drip-builder-every-kind")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#builder-status")).to_have_text("Saved")
+    steps, edges = structure(stored(api, campaign_id))
+    assert steps == {
+        "trigger": ("trigger", {}),
+        "wait_until_1": (
+            "wait_until",
+            {"time": "10:30", "weekdays": [0, 4], "timezone": "Europe/Berlin"},
+        ),
+        "split_1": ("split", {"weights": {"a": 30, "b": 70}}),
+        "action_1": ("action", {"do": "set_field", "name": "custom.stage", "value": "lead"}),
+        "action_2": ("action", {"do": "add_to_list", "list_id": list_id}),
+        "condition_1": (
+            "condition",
+            {"check": "field", "name": "first_name", "op": "contains", "value": "A"},
+        ),
+        "exit_1": ("exit", {}),
+        "email_1": ("email", {"campaign_mailing_id": mailings["Welcome aboard"]}),
+    }
+    assert edges == {
+        ("trigger", "wait_until_1", None),
+        ("wait_until_1", "split_1", None),
+        ("split_1", "action_1", "a"),
+        ("split_1", "action_2", "b"),
+        ("action_2", "condition_1", None),
+        ("condition_1", "exit_1", "yes"),
+        ("condition_1", "email_1", "no"),
+    }
+    api.close()

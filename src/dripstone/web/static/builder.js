@@ -177,6 +177,7 @@ function describe(node) {
       }
       if (d.do === "set_field") return `set ${d.name ?? "?"} = ${d.value ?? ""}`;
       return d.do === "unsubscribe" ? "unsubscribe" : "choose what to do";
+    case "exit": return "the end";
     default: return "";
   }
 }
@@ -244,7 +245,7 @@ function drawNode(node, x, y) {
       "aria-describedby": problem.length ? `problem-${node.id}` : null,
     },
     el("span", { class: "bnode-kind", text: nameOf(node) }),
-    el("span", { class: "bnode-text", text: describe(node) }),
+    el("span", { class: "bnode-text", text: describe(node), title: describe(node) }),
     problem.length
       ? el("span", { class: "bnode-problem", id: `problem-${node.id}`, text: problem.map((p) => p.message).join("; ") })
       : null,
