@@ -680,6 +680,16 @@ def test_nodes_that_must_lead_somewhere(edges: list[dict[str, Any]], index: int)
     assert "needs an out edge" in error.message
 
 
+def test_a_lone_trigger_is_an_empty_campaign_but_a_trigger_among_steps_must_lead_on() -> None:
+    parsed = parse_graph(document([node("t", "trigger")], []))
+
+    assert list(parsed.nodes) == ["t"]
+    assert parsed.email_node_ids() == set()
+    error = refused([node("t", "trigger"), node("x", "exit")], [])
+    assert (error.path, error.node_id) == ("nodes[0]", "t")
+    assert "needs an out edge" in error.message
+
+
 def test_unreachable_node() -> None:
     nodes, edges = simple()
     nodes.append(email("lost"))

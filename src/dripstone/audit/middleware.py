@@ -7,7 +7,7 @@ transaction of its own, and only after that is the answer let through to the cli
 answer a client received always has its event; a change whose event could not be written
 (the process ended, or the database refused in between) is logged as an error instead.
 
-A dashboard change is any POST outside the API by a signed-in user (its route puts the user
+A dashboard change is any POST (or PUT) outside the API by a signed-in user (its route puts the user
 in the request's state under `ACTOR`) answered 2xx or 3xx (forms redirect when they succeed).
 A POST refused for the user's role (403) is recorded too: who tried what."""
 
@@ -34,6 +34,8 @@ CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_PREFIXES = ("/v1/orca/{username}", "/v1/marketing")
 ACTOR = "dripstone_actor"  # a dashboard request's user, as a `service.Actor`
 NOT_DASHBOARD = ("/v1/", "/t/", "/static/")
+# Forms post; the drip builder puts its graph.
+DASHBOARD_CHANGES = frozenset({"POST", "PUT"})
 
 
 class AuditTrail:
@@ -47,7 +49,7 @@ class AuditTrail:
         path: str = scope["path"]
         if path.startswith(("/v1/orca/", "/v1/marketing/")):
             await self._held(scope, receive, send, _is_api_change, _record)
-        elif scope["method"] == "POST" and not path.startswith(NOT_DASHBOARD):
+        elif scope["method"] in DASHBOARD_CHANGES and not path.startswith(NOT_DASHBOARD):
             await self._held(scope, receive, send, _is_dashboard_change, _record_dashboard)
         else:
             await self.app(scope, receive, send)
@@ -101,7 +103,8 @@ def _record_dashboard(
     route: BaseRoute | None = scope.get("route")
     if actor is None or route is None:
         return
-    _write(actor, f"POST {getattr(route, 'path', '')}", status, dict(scope.get("path_params", {})))
+    action = f"{scope['method']} {getattr(route, 'path', '')}"
+    _write(actor, action, status, dict(scope.get("path_params", {})))
 
 
 def _record(scope: Scope, state: dict[str, Any], status: int, answer: list[Message]) -> None:

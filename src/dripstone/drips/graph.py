@@ -302,9 +302,10 @@ def parse_graph(text: str) -> Graph:
     Checks run in this order, each over nodes then edges in their list order: JSON and
     top-level shape; node count; each node (shape, id, kind, data, position); exactly one
     trigger; each edge (shape, endpoints, handle, duplicate handle); each node's required
-    out edges; opened/clicked references name email nodes; no cycles; every node reachable
-    from the trigger; opened/clicked emails come before the condition on every path; the
-    tree form stays within MAX_TREE_SIZE nodes and MAX_TREE_DEPTH levels.
+    out edges (a lone trigger needs none: an empty campaign); opened/clicked references name
+    email nodes; no cycles; every node reachable from the trigger; opened/clicked emails come
+    before the condition on every path; the tree form stays within MAX_TREE_SIZE nodes and
+    MAX_TREE_DEPTH levels.
     """
     try:
         document = json.loads(text)
@@ -642,6 +643,10 @@ def _check_out_edges(graph: Graph, index_of: Mapping[str, int]) -> None:
                 if graph.next(node.id, handle) is None:
                     _fail(path, f"{node.kind} node {node.id!r} has no {handle!r} edge", node.id)
         elif node.kind in ("trigger", "delay", "wait_until") and graph.next(node.id) is None:
+            # A trigger alone is a campaign with no steps yet: it can be saved, not started
+            # (starting needs an email step).
+            if node.kind == "trigger" and len(graph.nodes) == 1:
+                continue
             _fail(path, f"{node.kind} node {node.id!r} needs an out edge", node.id)
 
 

@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
 from dripstone.web import (
+    drip_builder,
     drips,
     imports,
     lists,
@@ -35,6 +36,7 @@ ROUTERS = (
     imports.router,
     mailings.router,
     sends.router,
+    drip_builder.router,
     drips.router,
     settings_pages.router,
 )

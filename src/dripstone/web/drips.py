@@ -28,6 +28,7 @@ from dripstone.http import ReadSession, WriteSession
 from dripstone.mailings.models import CampaignMailing
 from dripstone.subscribers.models import SubscriptionList
 from dripstone.web.auth import Editor, SignedIn, Viewer
+from dripstone.web.drip_builder import builder_data, new_campaign_form
 from dripstone.web.forms import errors_of
 from dripstone.web.graph_drawing import EdgeIn, NodeIn, lay_out
 from dripstone.web.templating import number, render
@@ -75,7 +76,8 @@ def drip_campaigns(request: Request, viewer: SignedIn, session: ReadSession) -> 
         }
         for c in found
     ]
-    return render(request, "drips/list.html", {"title": "Drip campaigns", "rows": rows})
+    context = {"title": "Drip campaigns", "rows": rows, "new_form": new_campaign_form(scope)}
+    return render(request, "drips/list.html", context)
 
 
 def _describe(
@@ -195,6 +197,7 @@ def _campaign_page(
             "may_start": campaign.state != DripState.STARTED,
             "may_pause": campaign.state == DripState.STARTED,
             "errors": errors or {},
+            "builder": builder_data(scope, viewer, campaign),
         },
         status_code=status_code,
     )

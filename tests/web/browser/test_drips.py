@@ -1,4 +1,5 @@
-"""A drip campaign's drawing in a real browser, and pausing it with the confirmation."""
+"""A drip campaign's steps in a real browser (the builder, read-only for a viewer), and pausing
+it with the confirmation."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def test_an_editor_opens_the_drawing_and_pauses_the_campaign(
     page.get_by_role("link", name="Drip campaigns").first.click()
     page.get_by_role("link", name="Welcome series").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Welcome series")
-    drawing = page.locator("svg.graph")
+    drawing = page.locator("#builder-canvas")
     for step in ("t", "a", "d", "b"):
-        expect(drawing.locator(f'g[data-node="{step}"]')).to_be_visible()
+        expect(drawing.locator(f'.bnode[data-node="{step}"]')).to_be_visible()
     expect(drawing).to_contain_text("Welcome aboard")
     expect(drawing).to_contain_text("wait 2 days")
     # The server's runner sends the first email; the drawing shows it once reloaded.
@@ -58,7 +59,8 @@ def test_the_drawing_fits_a_phone_by_scrolling_inside_its_frame(
     api = TeamApi(session.base_url, session.team)
     campaign_id = started_campaign(api, name="Phone series")
     page = session.go(f"/drips/{campaign_id}")
-    expect(page.locator("svg.graph")).to_be_visible()
+    expect(page.locator('.bnode[data-node="t"]')).to_be_visible()
+    expect(page.get_by_role("button", name="Save")).to_have_count(0)
     overflow = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert overflow, "the page itself must not scroll sideways at 390 px"
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)

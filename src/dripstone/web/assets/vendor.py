@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 VENDOR = HERE.parent / "static" / "vendor"
 # package -> the file of it the dashboard serves
-FILES = {"htmx.org": "dist/htmx.min.js"}
+FILES = {"htmx.org": "dist/htmx.min.js", "@dagrejs/dagre": "dist/dagre.min.js"}
 
 
 def sha384(path: Path) -> str:
