@@ -69,14 +69,24 @@ def database_url(
     admin.dispose()
 
 
+# Every sequence of the test's schema starts again at 1, as after a fresh migration.
+_RESTART_SEQUENCES = (
+    "SELECT setval(c.oid::regclass, 1, false) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'S' AND n.nspname = current_schema()"
+)
+
+
 def empty_all_tables(database: db.Database) -> None:
+    """Every table emptied, children before parents. On PostgreSQL by DELETE, not TRUNCATE:
+    a TRUNCATE of every table replaces each table's files, about a second a test, where a
+    DELETE of the few rows one test leaves takes milliseconds."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with database.engine.begin() as conn:
-        if database.is_sqlite:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))
-        else:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        for table in tables:
+            conn.execute(text(f"DELETE FROM {table}"))
+        if not database.is_sqlite:
+            conn.execute(text(_RESTART_SEQUENCES))
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
 
 _hasher = PasswordHasher()
 # Checked against when no user has the address, so that an unknown address takes as long
-# to refuse as a wrong password.
-_UNKNOWN_USER_HASH = _hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
+# to refuse as a wrong password: made by the current hasher, at its cost.
+_unknown_user_hash = _hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
 
 
 class Action(StrEnum):
@@ -48,9 +48,11 @@ def may(role: Role, action: Action) -> bool:
 
 
 def use_hasher(hasher: PasswordHasher) -> PasswordHasher:
-    """Hash new passwords with `hasher` from now on; returns the previous one."""
-    global _hasher
+    """Hash new passwords with `hasher` from now on, and refuse unknown addresses at its cost;
+    returns the previous one."""
+    global _hasher, _unknown_user_hash
     previous, _hasher = _hasher, hasher
+    _unknown_user_hash = hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
     return previous
 
 
@@ -186,7 +188,7 @@ def verify_password(session: Session, email: str, password: str) -> User | None:
     current ones is rehashed on success (the caller commits)."""
     address = email.strip().lower()
     user = session.scalars(select(User).where(User.email == address)).first()
-    stored = user.password_hash if user is not None else _UNKNOWN_USER_HASH
+    stored = user.password_hash if user is not None else _unknown_user_hash
     try:
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
