@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Suppression
+from dripstone.subscribers import counts
 from dripstone.subscribers.models import (
     Subscriber,
     Subscription,
@@ -74,6 +75,7 @@ def not_suppressed(account_id: Any, email: Any) -> Any:
     return not_(exists().where(Suppression.account_id == account_id, Suppression.email == email))
 
 
+@counts.count_reachable_with
 def reachable_subscriber() -> Any:
     """SQL over Subscriber: has an address, has not opted out, is not suppressed (the rule
     of `unsendable`, for selecting recipients set-based)."""

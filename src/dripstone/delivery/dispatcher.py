@@ -62,6 +62,7 @@ from dripstone.delivery.transports import (
     Outcome,
     Status,
 )
+from dripstone.subscribers import counts as list_counts
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -370,6 +371,7 @@ def _record(
         return
     now = clock.now()
     rows = []
+    _suppress(connection, [(d, o) for d, o in replies if o.status is Status.BOUNCED])
     for delivery, outcome in replies:
         attempts = delivery.attempts + 1
         status, retry_at = DeliveryStatus.DELIVERED, now
@@ -377,7 +379,6 @@ def _record(
         finished_at: datetime | None = now
         if outcome.status is Status.BOUNCED:
             status, sent_at = DeliveryStatus.HARD_BOUNCED, None
-            _suppress(connection, delivery, outcome)
         elif outcome.status is Status.DEFERRED:
             sent_at = None
             retry_at = now + policy.retry_delay(attempts)
@@ -419,19 +420,37 @@ def _record(
     )
 
 
-def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
+def _suppress(connection: Connection, bounced: Sequence[tuple[_Due, Outcome]]) -> None:
+    """Suppress the addresses that hard-bounced; a send no longer reaches their subscribers,
+    so the lists' counts change with them, once per account."""
+    if not bounced:
+        return
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    connection.execute(
-        insert(Suppression)
-        .values(
-            account_id=delivery.account_id,
-            email=delivery.email,
-            reason=f"{outcome.code} {outcome.reply}"[:2000],
-            delivery_id=delivery.id,
-            created_at=clock.now(),
+    by_account: dict[int, list[tuple[_Due, Outcome]]] = {}
+    for delivery, outcome in bounced:
+        by_account.setdefault(delivery.account_id, []).append((delivery, outcome))
+    for account_id, replies in sorted(by_account.items()):
+        emails = sorted({delivery.email for delivery, _ in replies})
+        subscriber_ids = list(
+            connection.scalars(
+                select(Subscriber.id).where(
+                    Subscriber.account_id == account_id, Subscriber.email.in_(emails)
+                )
+            )
         )
-        .on_conflict_do_nothing(index_elements=["account_id", "email"])
-    )
+        with list_counts.changing(connection, account_id, subscriber_ids):
+            for delivery, outcome in replies:
+                connection.execute(
+                    insert(Suppression)
+                    .values(
+                        account_id=delivery.account_id,
+                        email=delivery.email,
+                        reason=f"{outcome.code} {outcome.reply}"[:2000],
+                        delivery_id=delivery.id,
+                        created_at=clock.now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["account_id", "email"])
+                )
 
 
 def _finish_unsent(
