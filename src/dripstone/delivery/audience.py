@@ -6,6 +6,7 @@ the list or were deleted."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -16,8 +17,11 @@ from sqlalchemy import (
     not_,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dripstone import clock
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Suppression
 from dripstone.subscribers import counts
@@ -68,6 +72,48 @@ def unsendable(
         if (account_id, email) in pairs:
             found[(account_id, email)] = Unsendable.SUPPRESSED
     return found
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """An address an account must not send to again, and why."""
+
+    account_id: int
+    email: str
+    reason: str
+    delivery_id: int | None = None
+
+
+def suppress(connection: Connection, addresses: Sequence[Suppressed]) -> None:
+    """Suppress the addresses (those already suppressed stay as they were). A send no longer
+    reaches their subscribers, so the lists' kept counts change with them, once per account."""
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    by_account: dict[int, list[Suppressed]] = {}
+    for address in addresses:
+        by_account.setdefault(address.account_id, []).append(address)
+    for account_id, suppressed in sorted(by_account.items()):
+        emails = sorted({s.email for s in suppressed})
+        subscriber_ids = list(
+            connection.scalars(
+                select(Subscriber.id).where(
+                    Subscriber.account_id == account_id, Subscriber.email.in_(emails)
+                )
+            )
+        )
+        with counts.changing(connection, account_id, subscriber_ids):
+            connection.execute(
+                insert(Suppression).on_conflict_do_nothing(index_elements=["account_id", "email"]),
+                [
+                    {
+                        "account_id": s.account_id,
+                        "email": s.email,
+                        "reason": s.reason,
+                        "delivery_id": s.delivery_id,
+                        "created_at": clock.now(),
+                    }
+                    for s in suppressed
+                ],
+            )
 
 
 def not_suppressed(account_id: Any, email: Any) -> Any:

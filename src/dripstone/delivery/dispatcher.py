@@ -45,24 +45,27 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripstone import clock, leases
 from dripstone.db import Database, UTCDateTime
-from dripstone.delivery.audience import skip_reason, unsendable, unsubscribed_pairs
+from dripstone.delivery.audience import (
+    Suppressed,
+    skip_reason,
+    suppress,
+    unsendable,
+    unsubscribed_pairs,
+)
 from dripstone.delivery.finished import Finished, finished
 from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
 from dripstone.delivery.mime import UnsafeHeaderError, new_message_id
-from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus, Suppression
+from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus
 from dripstone.delivery.pipeline import DeliveryPolicy, Pipeline, pipeline
 from dripstone.delivery.template import Recipient, TemplateError
 from dripstone.delivery.transports import (
     Outcome,
     Status,
 )
-from dripstone.subscribers import counts as list_counts
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -371,7 +374,14 @@ def _record(
         return
     now = clock.now()
     rows = []
-    _suppress(connection, [(d, o) for d, o in replies if o.status is Status.BOUNCED])
+    suppress(
+        connection,
+        [
+            Suppressed(d.account_id, d.email, f"{o.code} {o.reply}"[:2000], d.id)
+            for d, o in replies
+            if o.status is Status.BOUNCED
+        ],
+    )
     for delivery, outcome in replies:
         attempts = delivery.attempts + 1
         status, retry_at = DeliveryStatus.DELIVERED, now
@@ -418,39 +428,6 @@ def _record(
             if delivery.id in held and row["b_status"] in FINAL
         ],
     )
-
-
-def _suppress(connection: Connection, bounced: Sequence[tuple[_Due, Outcome]]) -> None:
-    """Suppress the addresses that hard-bounced; a send no longer reaches their subscribers,
-    so the lists' counts change with them, once per account."""
-    if not bounced:
-        return
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    by_account: dict[int, list[tuple[_Due, Outcome]]] = {}
-    for delivery, outcome in bounced:
-        by_account.setdefault(delivery.account_id, []).append((delivery, outcome))
-    for account_id, replies in sorted(by_account.items()):
-        emails = sorted({delivery.email for delivery, _ in replies})
-        subscriber_ids = list(
-            connection.scalars(
-                select(Subscriber.id).where(
-                    Subscriber.account_id == account_id, Subscriber.email.in_(emails)
-                )
-            )
-        )
-        with list_counts.changing(connection, account_id, subscriber_ids):
-            for delivery, outcome in replies:
-                connection.execute(
-                    insert(Suppression)
-                    .values(
-                        account_id=delivery.account_id,
-                        email=delivery.email,
-                        reason=f"{outcome.code} {outcome.reply}"[:2000],
-                        delivery_id=delivery.id,
-                        created_at=clock.now(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["account_id", "email"])
-                )
 
 
 def _finish_unsent(

@@ -20,9 +20,7 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 # As `counts.fresh` counts (written out here so that the migration does not change when the
 # code does): a send reaches a subscriber with an address, not opted out, not suppressed.
-_REACHED = """s.email IS NOT NULL AND s.opted_out_on IS NULL AND NOT EXISTS (
-    SELECT 1 FROM suppressions x WHERE x.account_id = s.account_id AND x.email = s.email)"""
-_FILL = f"""
+_FILL = """
 INSERT INTO subscription_list_counts (subscription_list_id, account_id, members, reachable)
 SELECT l.id, l.account_id,
     CASE WHEN l.is_default
@@ -30,10 +28,15 @@ SELECT l.id, l.account_id,
         ELSE (SELECT count(*) FROM subscriptions m
               WHERE m.subscription_list_id = l.id AND m.unsubscribed_at IS NULL) END,
     CASE WHEN l.is_default
-        THEN (SELECT count(*) FROM subscribers s WHERE s.account_id = l.account_id AND {_REACHED})
+        THEN (SELECT count(*) FROM subscribers s WHERE s.account_id = l.account_id
+              AND s.email IS NOT NULL AND s.opted_out_on IS NULL AND NOT EXISTS (
+                  SELECT 1 FROM suppressions x
+                  WHERE x.account_id = s.account_id AND x.email = s.email))
         ELSE (SELECT count(*) FROM subscriptions m JOIN subscribers s ON s.id = m.subscriber_id
               WHERE m.subscription_list_id = l.id AND m.unsubscribed_at IS NULL
-              AND {_REACHED}) END
+              AND s.email IS NOT NULL AND s.opted_out_on IS NULL AND NOT EXISTS (
+                  SELECT 1 FROM suppressions x
+                  WHERE x.account_id = s.account_id AND x.email = s.email)) END
 FROM subscription_lists l
 """
 
