@@ -66,12 +66,11 @@ def _connection(db: Session | Connection) -> Connection:
 
 
 def _default_list_id(connection: Connection, account_id: int) -> int:
-    found: int = connection.scalar(
+    return connection.execute(
         select(SubscriptionList.id).where(
             SubscriptionList.account_id == account_id, SubscriptionList.is_default.is_(True)
         )
-    )
-    return found
+    ).scalar_one()
 
 
 def _shares(connection: Connection, account_id: int, subscriber_ids: Sequence[int]) -> Changes:
