@@ -33,6 +33,7 @@ from dripstone.subscribers import (
 from dripstone.subscribers.models import Subscriber, Subscription, SubscriptionList
 from dripstone.subscribers.selection import Selection, membership_condition, selection_condition
 from tests.conftest import Api
+from tests.subscribers.test_races import account_id, racing
 
 EMAILS = [f"p{n}@example.com" for n in range(8)]
 LISTS = 3  # named lists, besides All contacts
@@ -312,3 +313,39 @@ def test_recount_puts_right_counts_that_rows_written_behind_the_services_made_wr
             session, lists.get_list(AccountScope(session, scope.account_id), members)
         )
         assert not again.was_wrong
+
+
+def _members(database: db.Database, account_id: int, list_id: str) -> int:
+    with database.read_sessions() as session:
+        return counts.members(session, lists.get_list(AccountScope(session, account_id), list_id))
+
+
+def test_two_writers_adding_to_one_list_at_once_are_both_counted(
+    api: Api, postgres: db.Database
+) -> None:
+    members = api.post("/subscription_lists", {"name": "Members"}).json()["data"]["id"]
+    api.post("/subscribers_bulk_create", {"subscribers": [{"email": e} for e in EMAILS[:2]]})
+    ids = {s["attributes"]["email"]: s["id"] for s in api.get("/subscribers").json()["data"]}
+    body = {"subscriber_ids": [ids[EMAILS[1]]], "subscription_list_ids": [members]}
+    with racing(postgres, lambda: api.post("/subscriptions/subscribe", body)) as (session, _):
+        scope = AccountScope(session, account_id(session, "acme"))
+        first = scope.by_uuid(Subscriber, ids[EMAILS[0]])
+        assert first is not None
+        membership.join(scope, lists.get_list(scope, members), [first.id])
+        counts.write_pending(session)  # holds the list's count row until it commits
+    assert _members(postgres, scope.account_id, members) == 2
+
+
+def test_two_writers_unsubscribing_one_member_at_once_count_it_once(
+    api: Api, postgres: db.Database
+) -> None:
+    members = api.post("/subscription_lists", {"name": "Members"}).json()["data"]["id"]
+    rows = [{"email": e} for e in EMAILS[:3]]
+    api.post("/subscribers_bulk_create", {"subscribers": rows, "subscription_list_id": members})
+    ids = {s["attributes"]["email"]: s["id"] for s in api.get("/subscribers").json()["data"]}
+    body = {"subscriber_ids": [ids[EMAILS[0]]], "subscription_list_ids": [members]}
+    with racing(postgres, lambda: api.post("/subscriptions/unsubscribe", body)) as (session, _):
+        scope = AccountScope(session, account_id(session, "acme"))
+        subscriptions.change_subscriptions(scope, "unsubscribe", [ids[EMAILS[0]]], [members])
+    assert _members(postgres, scope.account_id, members) == 2
+    assert_counts_right(postgres, scope.account_id)
