@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, event, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from dripstone.subscribers.models import ListCount, Subscriber, Subscription, SubscriptionList
 from dripstone.subscribers.rows import chunks
@@ -127,6 +127,8 @@ def changing(
     if not ids:
         yield
         return
+    if isinstance(db, Session):
+        db.flush()  # what the session changed before is not this block's
     connection = _connection(db)
     _lock(connection, ids)
     before = _shares(connection, account_id, ids)
@@ -184,9 +186,11 @@ def write_pending(session: Session) -> None:
         _apply(session.connection(), changes)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    session.info.pop(PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _drop_pending(session: Session, transaction: SessionTransaction) -> None:
+    # Rolled back or closed without committing: what it changed is gone, and so is the count.
+    if transaction.parent is None:
+        session.info.pop(PENDING, None)
 
 
 def start_counts(session: Session, lst: SubscriptionList) -> None:
