@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -320,3 +321,41 @@ def test_import_refuses_a_file_without_an_email_column_and_imports_nothing(
     ambiguous = run(env, "import", str(people), "--list", "All contacts")
     assert ambiguous.returncode == 1
     assert "--account" in ambiguous.stderr
+
+
+def test_recount_puts_a_list_count_right_and_names_the_list_it_fixed(
+    env: dict[str, str], server: str
+) -> None:
+    key = run(env, "accounts", "create", "acme").stdout.strip().splitlines()[-1]
+    headers = {"authorization": f"Token token={key}"}
+    base = f"{server}/v1/orca/acme"
+    httpx.post(f"{base}/subscription_lists", json={"name": "Members"}, headers=headers)
+    lists = httpx.get(f"{base}/subscription_lists", headers=headers).json()["data"]
+    members_id = next(m["id"] for m in lists if m["attributes"]["name"] == "Members")
+    people = [{"email": f"p{n}@example.com"} for n in range(3)]
+    body = {"subscribers": people, "subscription_list_id": members_id}
+    assert httpx.post(f"{base}/subscribers_bulk_create", json=body, headers=headers).is_success
+    # Rows written behind the service's back (a restore, a hand edit): the kept count is stale.
+    database = Path(env["DRIPSTONE_DATA_DIR"]) / "dripstone.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "UPDATE subscriptions SET unsubscribed_at = '2026-01-01 00:00:00.000000'"
+            " WHERE subscriber_id = (SELECT min(id) FROM subscribers)"
+        )
+
+    def counts() -> dict[str, int]:
+        found = httpx.get(f"{base}/subscription_lists", headers=headers).json()["data"]
+        return {m["attributes"]["name"]: m["attributes"]["subscriber_count"] for m in found}
+
+    assert counts() == {"All contacts": 3, "Members": 3}
+
+    fixed = run(env, "recount")
+    assert fixed.returncode == 0, fixed.stderr
+    lines = fixed.stdout.strip().splitlines()
+    assert lines[0].startswith("Members (account ")
+    assert lines[0].endswith("members 3 -> 2, reachable 3 -> 2")
+    assert lines[-1] == "recounted 2 lists, 1 put right"
+    assert counts() == {"All contacts": 3, "Members": 2}
+
+    again = run(env, "recount", "--account", "acme")
+    assert again.stdout.strip() == "recounted 2 lists, 0 put right"

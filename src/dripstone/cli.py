@@ -1,4 +1,5 @@
-"""The `dripstone` command: serve, worker, migrate, accounts, keys, users and CSV import."""
+"""The `dripstone` command: serve, worker, migrate, accounts, keys, users, CSV import and
+recounting the lists."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +29,7 @@ from dripstone.errors import DripstoneError, Invalid
 from dripstone.jobs.models import JobState
 from dripstone.jobs.service import get_job
 from dripstone.logs import configure_logging
-from dripstone.subscribers import importing
+from dripstone.subscribers import counts, importing
 from dripstone.subscribers.models import SubscriptionList
 from dripstone.users import service as users
 from dripstone.users.models import Role
@@ -357,6 +359,47 @@ def import_csv(
     )
     if counts["rejected"]:
         typer.echo(f"rejected rows and reasons: {rejected}")
+
+
+@app.command()
+def recount(
+    account: Annotated[
+        str | None, typer.Option(help="account username (default: every account)")
+    ] = None,
+) -> None:
+    """Count every list afresh and put its kept counts right (members, and who a send
+    reaches); prints each list that was wrong."""
+    settings = _settings()
+    with _transaction(settings) as session:
+        stmt = select(SubscriptionList.id).order_by(SubscriptionList.id)
+        if account is not None:
+            stmt = stmt.where(SubscriptionList.account_id == _the_account(session, account).id)
+        list_ids = list(session.scalars(stmt))
+    database = db.database()
+    wrong = 0
+    with Progress(
+        TextColumn("recounting lists"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        bar = progress.add_task("recount", total=len(list_ids))
+        for list_id in list_ids:
+            # One list a transaction: its count row is locked only while it is counted.
+            with database.transaction() as session:
+                lst = session.get(SubscriptionList, list_id)
+                if lst is not None:
+                    fixed = counts.recount(session, lst)
+                    if fixed.was_wrong:
+                        wrong += 1
+                        kept = fixed.kept or ("none", "none")
+                        typer.echo(
+                            f"{lst.name} (account {lst.account_id}): members {kept[0]} -> "
+                            f"{fixed.counted[0]}, reachable {kept[1]} -> {fixed.counted[1]}"
+                        )
+            progress.advance(bar)
+    typer.echo(f"recounted {len(list_ids)} lists, {wrong} put right")
 
 
 def _list_named(scope: AccountScope, name: str) -> SubscriptionList:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from dripstone import clock, db
 from dripstone.accounts.models import Account
-from dripstone.delivery import dispatcher, pipeline, recovery
+from dripstone.delivery import audience, dispatcher, pipeline, recovery
 from dripstone.delivery.models import Delivery, Suppression
 from tests.conftest import Api
 from tests.delivery.smtp_server import SmtpTestServer
@@ -133,13 +133,9 @@ def test_opted_out_unsubscribed_suppressed_and_deleted_addresses_get_nothing(
     )
     with database.transaction() as session:
         account_id = session.scalar(select(Account.id).where(Account.username == "acme"))
-        session.add(
-            Suppression(
-                account_id=account_id,
-                email="dana@example.com",
-                reason="550 earlier",
-                created_at=clock.now(),
-            )
+        audience.suppress(
+            session.connection(),
+            [audience.Suppressed(account_id, "dana@example.com", "550 earlier")],
         )
     eli = subscriber_id(api, "eli@example.com")
 

@@ -19,6 +19,7 @@ from dripstone import clock, db
 from dripstone.accounts.models import Account
 from dripstone.audit.models import AuditEvent
 from dripstone.config import Settings
+from dripstone.delivery import audience
 from dripstone.delivery.pipeline import close_pipeline
 from dripstone.jobs.ticker import tick
 from dripstone.users.models import Role
@@ -321,6 +322,30 @@ def test_the_confirmation_states_how_many_will_receive_it_and_only_confirming_se
     started = sends(team_api)
     assert len(started) == 1
     assert confirmed.headers["location"] == f"/sends/{started[0]['id']}"
+
+
+def test_the_confirmation_and_the_list_count_follow_bounces_unsubscribes_and_deletions(
+    signed_in: SignedIn, team_api: Api, team: Team, database: db.Database
+) -> None:
+    people = [{"email": f"{name}@example.com"} for name in "abcde"]
+    list_id = make_list(team_api, "Customers", people)
+    with database.transaction() as session:
+        account_id = session.scalar(select(Account.id).where(Account.username == team.account))
+        assert account_id is not None
+        audience.suppress(
+            session.connection(), [audience.Suppressed(account_id, "d@example.com", "550 gone")]
+        )
+    b = subscriber_id(team_api, "b@example.com")
+    body = {"subscriber_ids": [b], "subscription_list_ids": [list_id]}
+    ok(team_api.post("/subscriptions/unsubscribe", body))
+    e = subscriber_id(team_api, "e@example.com")
+    ok(team_api.request("DELETE", "/subscribers_bulk_delete", params={"subscriber_ids": e}))
+    editor = signed_in(Role.EDITOR)
+    # On the list: a, c and d (d bounced but stays a member); a send reaches a and c.
+    assert editor.get(f"/lists/{list_id}/count").text == "3"
+    mailing_id = make_mailing(team_api)
+    step = editor.post(f"/mailings/{mailing_id}/send", data=_send_form(editor, mailing_id, list_id))
+    assert re.search(r'id="audience"[^>]*>2 subscribers<', step.text), step.text
 
 
 def test_a_send_needs_a_list_and_a_future_time(

@@ -6,6 +6,7 @@ the list or were deleted."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -16,10 +17,14 @@ from sqlalchemy import (
     not_,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dripstone import clock
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Suppression
+from dripstone.subscribers import counts
 from dripstone.subscribers.models import (
     Subscriber,
     Subscription,
@@ -69,11 +74,54 @@ def unsendable(
     return found
 
 
+@dataclass(frozen=True)
+class Suppressed:
+    """An address an account must not send to again, and why."""
+
+    account_id: int
+    email: str
+    reason: str
+    delivery_id: int | None = None
+
+
+def suppress(connection: Connection, addresses: Sequence[Suppressed]) -> None:
+    """Suppress the addresses (those already suppressed stay as they were). A send no longer
+    reaches their subscribers, so the lists' kept counts change with them, once per account."""
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    by_account: dict[int, list[Suppressed]] = {}
+    for address in addresses:
+        by_account.setdefault(address.account_id, []).append(address)
+    for account_id, suppressed in sorted(by_account.items()):
+        emails = sorted({s.email for s in suppressed})
+        subscriber_ids = list(
+            connection.scalars(
+                select(Subscriber.id).where(
+                    Subscriber.account_id == account_id, Subscriber.email.in_(emails)
+                )
+            )
+        )
+        with counts.changing(connection, account_id, subscriber_ids):
+            connection.execute(
+                insert(Suppression).on_conflict_do_nothing(index_elements=["account_id", "email"]),
+                [
+                    {
+                        "account_id": s.account_id,
+                        "email": s.email,
+                        "reason": s.reason,
+                        "delivery_id": s.delivery_id,
+                        "created_at": clock.now(),
+                    }
+                    for s in suppressed
+                ],
+            )
+
+
 def not_suppressed(account_id: Any, email: Any) -> Any:
     """SQL: `email` is not on the account's suppression list."""
     return not_(exists().where(Suppression.account_id == account_id, Suppression.email == email))
 
 
+@counts.count_reachable_with
 def reachable_subscriber() -> Any:
     """SQL over Subscriber: has an address, has not opted out, is not suppressed (the rule
     of `unsendable`, for selecting recipients set-based)."""

@@ -45,17 +45,21 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripstone import clock, leases
 from dripstone.db import Database, UTCDateTime
-from dripstone.delivery.audience import skip_reason, unsendable, unsubscribed_pairs
+from dripstone.delivery.audience import (
+    Suppressed,
+    skip_reason,
+    suppress,
+    unsendable,
+    unsubscribed_pairs,
+)
 from dripstone.delivery.finished import Finished, finished
 from dripstone.delivery.kinds import Claimed, Content, DeliveryKind, read_outgoing
 from dripstone.delivery.mime import UnsafeHeaderError, new_message_id
-from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus, Suppression
+from dripstone.delivery.models import FINAL, Delivery, DeliveryStatus
 from dripstone.delivery.pipeline import DeliveryPolicy, Pipeline, pipeline
 from dripstone.delivery.template import Recipient, TemplateError
 from dripstone.delivery.transports import (
@@ -370,6 +374,14 @@ def _record(
         return
     now = clock.now()
     rows = []
+    suppress(
+        connection,
+        [
+            Suppressed(d.account_id, d.email, f"{o.code} {o.reply}"[:2000], d.id)
+            for d, o in replies
+            if o.status is Status.BOUNCED
+        ],
+    )
     for delivery, outcome in replies:
         attempts = delivery.attempts + 1
         status, retry_at = DeliveryStatus.DELIVERED, now
@@ -377,7 +389,6 @@ def _record(
         finished_at: datetime | None = now
         if outcome.status is Status.BOUNCED:
             status, sent_at = DeliveryStatus.HARD_BOUNCED, None
-            _suppress(connection, delivery, outcome)
         elif outcome.status is Status.DEFERRED:
             sent_at = None
             retry_at = now + policy.retry_delay(attempts)
@@ -416,21 +427,6 @@ def _record(
             for (delivery, _), row in zip(replies, rows, strict=True)
             if delivery.id in held and row["b_status"] in FINAL
         ],
-    )
-
-
-def _suppress(connection: Connection, delivery: _Due, outcome: Outcome) -> None:
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    connection.execute(
-        insert(Suppression)
-        .values(
-            account_id=delivery.account_id,
-            email=delivery.email,
-            reason=f"{outcome.code} {outcome.reply}"[:2000],
-            delivery_id=delivery.id,
-            created_at=clock.now(),
-        )
-        .on_conflict_do_nothing(index_elements=["account_id", "email"])
     )
 
 

@@ -41,10 +41,11 @@ from dripstone.jobs.service import (
 from dripstone.mailings import schemas
 from dripstone.mailings.models import CampaignMailing, CampaignMailingSend, SendState
 from dripstone.references import Uses
+from dripstone.subscribers import counts as list_counts
 from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.models import DynamicList, Subscriber, SubscriptionList
 from dripstone.subscribers.segments import referenced_dynamic_list, segment_selection
-from dripstone.subscribers.selection import Selection, selection_condition
+from dripstone.subscribers.selection import Selection, selected_list, selection_condition
 from dripstone.wire import is_uuid
 
 SEND_JOB = "campaign_send"
@@ -404,6 +405,11 @@ def check_send(scope: AccountScope, mailing: CampaignMailing, request: SendReque
 
 
 def _audience_size(scope: AccountScope, selection: Selection) -> int:
+    """Who a send reaches: for a whole list, its kept count (one row); a segment's search
+    and filters are counted here."""
+    lst = selected_list(scope, selection) if selection.whole_list else None
+    if lst is not None:
+        return list_counts.reachable(scope.session, lst)
     return (
         scope.session.scalar(
             select(func.count())

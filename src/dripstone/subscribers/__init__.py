@@ -7,6 +7,7 @@ Modules:
     service        subscribers themselves: create, read, update, delete, bulk, detailed view
     lists          the default list (All contacts) and named lists; what uses a list
     membership     joining and re-joining lists, the global opt-out
+    counts         every list's member and reachable counts, kept as the rows change; recount
     subscriptions  one subscriber on one list; subscribe / unsubscribe, by selection too
     custom_fields  field types and values
     segments       dynamic lists: saved selections

@@ -27,6 +27,7 @@ from dripstone.db import AccountScope, after_commit, insert_ignoring_duplicates,
 from dripstone.errors import Invalid
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
+from dripstone.subscribers import counts as list_counts
 from dripstone.subscribers.custom_fields import add_custom_fields, field_type_ids
 from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.membership import join, record_joins
@@ -393,6 +394,7 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     updating = payload["existing"] == "update"
     if updating and existing:
         _update_existing(scope, {sid: by_email[email][1] for email, sid in existing.items()}, now)
+    list_counts.added(session, scope.account_id, list(added.values()))
     record_joins(scope, default_list(scope).id, list(added.values()))
     if payload["list_id"] is not None:
         target = session.get(SubscriptionList, payload["list_id"])

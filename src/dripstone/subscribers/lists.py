@@ -3,20 +3,14 @@ their counts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from dripstone.accounts import service as accounts
 from dripstone.db import AccountScope
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.references import Uses
-from dripstone.subscribers.models import (
-    Subscriber,
-    Subscription,
-    SubscriptionList,
-)
+from dripstone.subscribers import counts
+from dripstone.subscribers.models import SubscriptionList
 from dripstone.subscribers.rows import unique_or_clash
 
 DEFAULT_LIST_NAME = "All contacts"
@@ -31,6 +25,7 @@ def create_default_list(session: Session, account_id: int) -> SubscriptionList:
     default = SubscriptionList(account_id=account_id, name=DEFAULT_LIST_NAME, is_default=True)
     session.add(default)
     session.flush()
+    counts.start_counts(session, default)
     return default
 
 
@@ -69,30 +64,15 @@ def all_lists(scope: AccountScope) -> list[SubscriptionList]:
 
 
 def list_lists(scope: AccountScope) -> list[tuple[SubscriptionList, int]]:
+    """Every list with its number of members (the default list: every subscriber)."""
     lists = all_lists(scope)
-    counts = subscriber_counts(scope, [lst for lst in lists if not lst.is_default])
-    total = scope.session.scalar(scope.select(Subscriber, func.count()))
-    return [(lst, total or 0 if lst.is_default else counts.get(lst.id, 0)) for lst in lists]
-
-
-def subscriber_counts(scope: AccountScope, lists: Sequence[SubscriptionList]) -> dict[int, int]:
-    if not lists:
-        return {}
-    stmt = (
-        scope.select(Subscription, Subscription.subscription_list_id, func.count())
-        .where(
-            Subscription.subscription_list_id.in_([lst.id for lst in lists]),
-            Subscription.unsubscribed_at.is_(None),
-        )
-        .group_by(Subscription.subscription_list_id)
-    )
-    return dict(scope.session.execute(stmt).all())
+    kept = counts.kept(scope.session, lists)
+    return [(lst, kept[lst.id].members if lst.id in kept else 0) for lst in lists]
 
 
 def list_count(scope: AccountScope, lst: SubscriptionList) -> int:
-    if lst.is_default:
-        return scope.session.scalar(scope.select(Subscriber, func.count())) or 0
-    return subscriber_counts(scope, [lst]).get(lst.id, 0)
+    """The list's members (the default list: every subscriber), a kept count."""
+    return counts.members(scope.session, lst)
 
 
 def _check_list_name(scope: AccountScope, name: str, current: SubscriptionList | None) -> None:
@@ -113,6 +93,7 @@ def create_list(scope: AccountScope, name: str) -> SubscriptionList:
     lst = SubscriptionList(account_id=scope.account_id, name=name)
     with unique_or_clash(scope, lambda: _check_list_name(scope, name, None)):
         scope.session.add(lst)
+    counts.start_counts(scope.session, lst)
     return lst
 
 

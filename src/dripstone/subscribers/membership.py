@@ -9,6 +9,7 @@ from sqlalchemy import insert, update
 
 from dripstone import clock
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.subscribers import counts
 from dripstone.subscribers.models import (
     Subscriber,
     Subscription,
@@ -54,7 +55,8 @@ def join(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[in
             }
             for sid in chunk
         ]
-        added.extend(scope.session.connection().scalars(stmt, rows))
+        with counts.changing(scope.session, scope.account_id, chunk):
+            added.extend(scope.session.connection().scalars(stmt, rows))
     record_joins(scope, lst.id, added)
     return added
 
@@ -71,16 +73,17 @@ def rejoin(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[
     if lst.is_default:
         return
     for chunk in chunks(subscriber_ids):
-        returned = scope.session.scalars(
-            update(Subscription)
-            .where(
-                Subscription.subscription_list_id == lst.id,
-                Subscription.subscriber_id.in_(chunk),
-                Subscription.unsubscribed_at.is_not(None),
-            )
-            .values(unsubscribed_at=None, updated_at=clock.now())
-            .returning(Subscription.subscriber_id)
-        ).all()
+        with counts.changing(scope.session, scope.account_id, chunk):
+            returned = scope.session.scalars(
+                update(Subscription)
+                .where(
+                    Subscription.subscription_list_id == lst.id,
+                    Subscription.subscriber_id.in_(chunk),
+                    Subscription.unsubscribed_at.is_not(None),
+                )
+                .values(unsubscribed_at=None, updated_at=clock.now())
+                .returning(Subscription.subscriber_id)
+            ).all()
         record_joins(scope, lst.id, returned)
 
 
@@ -89,14 +92,15 @@ def set_global_opt_out(
 ) -> None:
     now = clock.now()
     for chunk in chunks(subscriber_ids):
-        scope.session.execute(
-            update(Subscriber)
-            .where(
-                Subscriber.account_id == scope.account_id,
-                Subscriber.id.in_(chunk),
-                Subscriber.opted_out_on.is_(None)
-                if opted_out
-                else Subscriber.opted_out_on.is_not(None),
+        with counts.changing(scope.session, scope.account_id, chunk):
+            scope.session.execute(
+                update(Subscriber)
+                .where(
+                    Subscriber.account_id == scope.account_id,
+                    Subscriber.id.in_(chunk),
+                    Subscriber.opted_out_on.is_(None)
+                    if opted_out
+                    else Subscriber.opted_out_on.is_not(None),
+                )
+                .values(opted_out_on=now if opted_out else None, updated_at=now)
             )
-            .values(opted_out_on=now if opted_out else None, updated_at=now)
-        )

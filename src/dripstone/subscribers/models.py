@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone import clock
@@ -56,6 +56,19 @@ class SubscriptionList(PublicId, AccountOwned, Timestamps, Base):
     name: Mapped[str] = mapped_column(String(255))
     is_default: Mapped[bool] = mapped_column(default=False)
     form_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ListCount(AccountOwned, Base):
+    """A list's counts, kept as subscriptions change (see `counts`): its members (for the
+    default list, every subscriber), and how many of them a send to the list reaches."""
+
+    __tablename__ = "subscription_list_counts"
+
+    subscription_list_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("subscription_lists.id", ondelete="CASCADE"), primary_key=True
+    )
+    members: Mapped[int] = mapped_column(BigInteger, default=0)
+    reachable: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class DynamicList(PublicId, AccountOwned, Timestamps, Base):

@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 
 from dripstone.db import AccountScope
 from dripstone.errors import Invalid
-from dripstone.subscribers.lists import referenced_list
+from dripstone.subscribers import counts
+from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
     Subscriber,
     Subscription,
+    SubscriptionList,
 )
 
 BUILTIN_FIELDS = {
@@ -35,6 +37,18 @@ class Selection:
     search: str = "*"
     filters: Sequence[Sequence[dict[str, Any]]] = ()
     except_ids: Sequence[int] = field(default_factory=tuple)
+
+    @property
+    def whole_list(self) -> bool:
+        """Every member of the list: no search words, filters or exceptions."""
+        return not _words(self.search) and not self.filters and not self.except_ids
+
+
+def selected_list(scope: AccountScope, selection: Selection) -> SubscriptionList | None:
+    """The list whose members a selection starts from (the default list for everyone)."""
+    if selection.list_id is None:
+        return default_list(scope)
+    return scope.by_id(SubscriptionList, selection.list_id)
 
 
 @dataclass(frozen=True)
@@ -57,11 +71,14 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _words(search: str) -> list[str]:
+    return [w for w in search.split() if w != "*"]
+
+
 def search_condition(search: str) -> ColumnElement[bool]:
     """Every word must appear in the email, first name or last name (case-insensitive)."""
-    words = [w for w in search.split() if w != "*"]
     conditions = []
-    for word in words:
+    for word in _words(search):
         pattern = f"%{_escape_like(word.lower())}%"
         conditions.append(
             or_(
@@ -171,6 +188,9 @@ def selection_condition(scope: AccountScope, selection: Selection) -> ColumnElem
 
 
 def count_selected(scope: AccountScope, selection: Selection) -> int:
+    lst = selected_list(scope, selection) if selection.whole_list else None
+    if lst is not None:
+        return counts.members(scope.session, lst)
     stmt = select(func.count()).select_from(Subscriber).where(selection_condition(scope, selection))
     return scope.session.scalar(stmt) or 0
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from dripstone import clock
 from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid, ordering
 from dripstone.errors import Conflict, Invalid, NotFound
-from dripstone.subscribers import schemas
+from dripstone.subscribers import counts, schemas
 from dripstone.subscribers.custom_fields import add_custom_fields, merge_custom
 from dripstone.subscribers.lists import default_list, referenced_list
 from dripstone.subscribers.membership import join, record_joins
@@ -95,6 +95,7 @@ def create_subscriber(
     ):
         scope.session.add(subscriber)
     add_custom_fields(scope, {subscriber.id: merge_custom(fields.custom_fields)})
+    counts.added(scope.session, scope.account_id, [subscriber.id])
     record_joins(scope, default_list(scope).id, [subscriber.id])
     if target is not None:
         join(scope, target, [subscriber.id])
@@ -109,8 +110,12 @@ def update_subscriber(
     if changes.get("email"):
         _ensure_unique_email(scope, changes["email"], subscriber)
     email = changes.get("email")
-    with unique_or_clash(
-        scope, lambda: _ensure_unique_email(scope, email, subscriber) if email else None
+    # The address decides whether a send reaches the subscriber (none, or one suppressed).
+    with (
+        counts.changing(scope.session, scope.account_id, [subscriber.id]),
+        unique_or_clash(
+            scope, lambda: _ensure_unique_email(scope, email, subscriber) if email else None
+        ),
     ):
         for name, value in changes.items():
             setattr(subscriber, name, value)
@@ -164,6 +169,7 @@ def bulk_create(
         if by_email[email].custom_fields
     }
     add_custom_fields(scope, custom)
+    counts.added(scope.session, scope.account_id, list(added.values()))
     record_joins(scope, default_list(scope).id, list(added.values()))
     if target is not None:
         join(scope, target, [ids[email] for email in emails if email in ids])
@@ -176,12 +182,13 @@ def bulk_delete(scope: AccountScope, subscriber_ids: Sequence[str], list_id: str
     lst = referenced_list(scope, list_id, "subscription_list_id") if list_id else None
     for chunk in chunks(internal):
         if lst is not None and not lst.is_default:
-            scope.session.execute(
-                delete(Subscription).where(
-                    Subscription.subscription_list_id == lst.id,
-                    Subscription.subscriber_id.in_(chunk),
+            with counts.changing(scope.session, scope.account_id, chunk):
+                scope.session.execute(
+                    delete(Subscription).where(
+                        Subscription.subscription_list_id == lst.id,
+                        Subscription.subscriber_id.in_(chunk),
+                    )
                 )
-            )
         else:
             delete_subscribers(scope, chunk)
 
@@ -189,11 +196,12 @@ def bulk_delete(scope: AccountScope, subscriber_ids: Sequence[str], list_id: str
 def delete_subscribers(scope: AccountScope, internal_ids: Sequence[int]) -> None:
     """Delete these subscribers of the account (their subscriptions and values go with them)."""
     for chunk in chunks(internal_ids):
-        scope.session.execute(
-            delete(Subscriber).where(
-                Subscriber.account_id == scope.account_id, Subscriber.id.in_(chunk)
+        with counts.changing(scope.session, scope.account_id, chunk):
+            scope.session.execute(
+                delete(Subscriber).where(
+                    Subscriber.account_id == scope.account_id, Subscriber.id.in_(chunk)
+                )
             )
-        )
 
 
 def resolve_subscribers(scope: AccountScope, public_ids: Sequence[str], field: str) -> list[int]:

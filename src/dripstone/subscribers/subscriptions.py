@@ -15,7 +15,7 @@ from dripstone.db import AccountScope
 from dripstone.errors import Conflict, Invalid, NotFound
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
-from dripstone.subscribers import schemas
+from dripstone.subscribers import counts, schemas
 from dripstone.subscribers.lists import referenced_list
 from dripstone.subscribers.membership import rejoin, set_global_opt_out
 from dripstone.subscribers.models import (
@@ -108,8 +108,8 @@ def cancel_subscription(scope: AccountScope, subscription_id: str) -> schemas.Su
     if subscription is None:
         raise NotFound(f"subscription {subscription_id} not found", field="id")
     if subscription.unsubscribed_at is None:
-        subscription.unsubscribed_at = clock.now()
-        scope.session.flush()
+        with counts.changing(scope.session, scope.account_id, [subscription.subscriber_id]):
+            subscription.unsubscribed_at = clock.now()
     return _records(scope, stmt)[0]
 
 
@@ -132,15 +132,16 @@ def change_subscriptions(
         set_global_opt_out(scope, internal, opted_out=True)
     for lst in lists if action == "unsubscribe" else []:
         for chunk in chunks(internal):
-            scope.session.execute(
-                update(Subscription)
-                .where(
-                    Subscription.subscription_list_id == lst.id,
-                    Subscription.subscriber_id.in_(chunk),
-                    Subscription.unsubscribed_at.is_(None),
+            with counts.changing(scope.session, scope.account_id, chunk):
+                scope.session.execute(
+                    update(Subscription)
+                    .where(
+                        Subscription.subscription_list_id == lst.id,
+                        Subscription.subscriber_id.in_(chunk),
+                        Subscription.unsubscribed_at.is_(None),
+                    )
+                    .values(unsubscribed_at=now, updated_at=now)
                 )
-                .values(unsubscribed_at=now, updated_at=now)
-            )
     scope.session.expire_all()
     by_id = {
         s.id: s
