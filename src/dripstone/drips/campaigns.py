@@ -25,8 +25,9 @@ from dripstone.delivery.checks import check_templates
 from dripstone.drips.graph import (
     Graph,
     GraphError,
+    Relocation,
     parse_graph,
-    relocate,
+    relocations,
 )
 from dripstone.drips.models import (
     DripCampaign,
@@ -167,29 +168,43 @@ def _apply(scope: AccountScope, campaign: DripCampaign, fields: CampaignFields) 
         campaign.tree_blob = json.dumps(graph.tree_blob(), separators=(",", ":"))
 
 
+def waiting_by_node(session: Session, campaign: DripCampaign) -> dict[str, int]:
+    """How many active enrollments of the campaign are at each node."""
+    return {
+        node_id: count
+        for node_id, count in session.execute(
+            select(DripEnrollment.node_id, func.count())
+            .where(
+                DripEnrollment.drip_campaign_id == campaign.id,
+                DripEnrollment.state == EnrollmentState.ACTIVE,
+            )
+            .group_by(DripEnrollment.node_id)
+        )
+    }
+
+
+def preview_edit(scope: AccountScope, campaign: DripCampaign, nodes_text: str) -> list[Relocation]:
+    """What saving `nodes_text` as the campaign's graph would do to the enrollments waiting on
+    each node it changes or removes, by the rule the save follows; nothing is changed. The
+    graph is checked as the save checks it, and refused with the same errors."""
+    new = checked_graph(scope, nodes_text)
+    if campaign.state == DripState.DRAFT:
+        return []  # a draft has no one waiting: the save moves no one
+    old = parse_graph(campaign.nodes)
+    plan = relocations(old, new, waiting_by_node(scope.session, campaign))
+    return [r for r in plan if r.changed]
+
+
 def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new: Graph) -> None:
     now = clock.now()
-    at_nodes = session.execute(
-        select(DripEnrollment.node_id, func.count())
-        .where(
-            DripEnrollment.drip_campaign_id == campaign.id,
-            DripEnrollment.state == EnrollmentState.ACTIVE,
-        )
-        .group_by(DripEnrollment.node_id)
-    ).all()
-    for node_id, _count in at_nodes:
-        if node_id not in old.nodes:  # left over from an earlier edit: nowhere to go
-            target = None
-        elif node_id in new.nodes and new.nodes[node_id].kind == old.nodes[node_id].kind:
-            target = node_id
-        else:
-            target = relocate(old, new, node_id)
+    for moved in relocations(old, new, waiting_by_node(session, campaign)):
+        node_id = moved.node_id
         where = and_(
             DripEnrollment.drip_campaign_id == campaign.id,
             DripEnrollment.state == EnrollmentState.ACTIVE,
             DripEnrollment.node_id == node_id,
         )
-        if target is None:
+        if moved.outcome == "leaves":
             session.execute(
                 update(DripEnrollment)
                 .where(where)
@@ -199,14 +214,14 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
                     exit_reason=f"its step {node_id!r} was removed from the campaign",
                 )
             )
-        elif target == node_id:
+        elif moved.outcome == "stays":
             # Looked at again now: a changed delay or time takes effect from the arrival.
             session.execute(update(DripEnrollment).where(where).values(next_run_at=now))
         else:
             session.execute(
                 update(DripEnrollment)
                 .where(where)
-                .values(node_id=target, arrived_at=now, next_run_at=now)
+                .values(node_id=moved.to, arrived_at=now, next_run_at=now)
             )
 
 

@@ -14,6 +14,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import audience
 from dripstone.drips.graph import (
+    node_order,
     parse_graph,
 )
 from dripstone.drips.models import (
@@ -22,6 +23,7 @@ from dripstone.drips.models import (
     DripNodeVisit,
     EnrollmentState,
 )
+from dripstone.errors import NotFound
 from dripstone.subscribers.models import (
     Subscriber,
     Subscription,
@@ -196,3 +198,73 @@ def enrollments_page(
     rows = rows[:items]
     next_after = rows[-1][0].subscriber_id if more and rows else None
     return [_enrollment(e, uuid, email) for e, uuid, email in rows], next_after
+
+
+def waiting_at(
+    scope: AccountScope,
+    campaign: DripCampaign,
+    node_id: str,
+    after: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The subscribers waiting at `node_id` now, with when they are next looked at, in
+    enrollment order after the enrollment `after`; and the `after` of the next page (None on
+    the last). Keyset paging on the (campaign, state, node) index."""
+    stmt = (
+        select(DripEnrollment.id, Subscriber.uuid, Subscriber.email, DripEnrollment.next_run_at)
+        .join(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            DripEnrollment.account_id == scope.account_id,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
+            DripEnrollment.node_id == node_id,
+        )
+        .order_by(DripEnrollment.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(DripEnrollment.id > after)
+    rows = scope.session.execute(stmt).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    found = [{"id": uuid, "email": email, "next_run_at": at} for _, uuid, email, at in rows]
+    return found, rows[-1][0] if more and rows else None
+
+
+def enrollment_path(
+    scope: AccountScope, campaign: DripCampaign, subscriber_id: str
+) -> dict[str, Any]:
+    """The nodes the subscriber's enrollment entered, in order, with when; where it is now
+    (None once it has left) and its state. 404 if they were never enrolled."""
+    subscriber = scope.by_uuid(Subscriber, subscriber_id)
+    enrollment = (
+        None
+        if subscriber is None
+        else scope.session.scalars(
+            select(DripEnrollment).where(
+                DripEnrollment.drip_campaign_id == campaign.id,
+                DripEnrollment.subscriber_id == subscriber.id,
+            )
+        ).first()
+    )
+    if enrollment is None:
+        raise NotFound(
+            f"subscriber {subscriber_id} is not enrolled in this campaign", field="subscriber_id"
+        )
+    # The nodes of one step are entered at the same instant: the graph orders them.
+    order = node_order(parse_graph(campaign.nodes))
+    visits = sorted(
+        scope.session.execute(
+            select(DripNodeVisit.node_id, DripNodeVisit.entered_at).where(
+                DripNodeVisit.enrollment_id == enrollment.id
+            )
+        ).all(),
+        key=lambda visit: (visit[1], order.get(visit[0], len(order)), visit[0]),
+    )
+    active = enrollment.state == EnrollmentState.ACTIVE
+    return {
+        "visits": [{"node_id": node_id, "at": at} for node_id, at in visits],
+        "current": enrollment.node_id if active else None,
+        "state": enrollment.state,
+        "next_run_at": enrollment.next_run_at if active else None,
+    }

@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from dripstone.config import Settings
 from dripstone.web import (
+    drip_insights,
     drips,
     imports,
     lists,
@@ -36,6 +37,7 @@ ROUTERS = (
     mailings.router,
     sends.router,
     drips.router,
+    drip_insights.router,
     settings_pages.router,
 )
 
