@@ -250,3 +250,27 @@ def test_a_subscribers_path_lists_the_steps_they_entered_in_order(
     missing = viewer.get(f"/drips/{campaign_id}/subscribers/{stranger}/path")
     assert missing.status_code == 404
     assert missing.json()["errors"][0]["field"] == "subscriber_id"
+
+
+def test_the_page_simulates_as_the_api_does_and_a_viewer_may_not(
+    client: TestClient,
+    team: Team,
+    signed_in: Callable[[Role], TestClient],
+) -> None:
+    api = team_api(client, team)
+    campaign_id = branching_campaign(api)
+    body = {"facts": {"opened": ["welcome"]}, "start_at": "2026-05-01T08:00:00Z"}
+    editor = signed_in(Role.EDITOR)
+
+    answer = json_post(editor, f"/drips/{campaign_id}/simulate", body)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == ok(api.post(f"/drip_campaigns/{campaign_id}/simulate", body))
+    steps = answer.json()["data"]["steps"]
+    assert [(s["node_id"], s["branch"]) for s in steps][3:] == [("opened", "yes"), ("tips", None)]
+    refused = json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": {"opened": ["t"]}})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "facts.opened"
+    assert json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": 1}).status_code == 400
+    viewer = signed_in(Role.VIEWER)
+    assert json_post(viewer, f"/drips/{campaign_id}/simulate", body).status_code == 403

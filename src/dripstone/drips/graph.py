@@ -419,9 +419,14 @@ def relocations(old: Graph, new: Graph, waiting: Mapping[str, int]) -> list[Relo
             target = node_id
         else:
             target = relocate(old, new, node_id)
-        changed = before is None or after is None or (after.kind, after.data) != (
-            before.kind,
-            before.data,
+        changed = (
+            before is None
+            or after is None
+            or (after.kind, after.data)
+            != (
+                before.kind,
+                before.data,
+            )
         )
         if target is None:
             outcome: Outcome = "leaves"

@@ -104,7 +104,7 @@ def advance_due(database: Database, batch_size: int = ADVANCE_BATCH) -> int:
 
 
 @dataclass
-class _Subject:
+class Subject:
     """What the runner knows of an enrollment's subscriber."""
 
     id: int
@@ -168,7 +168,7 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             )
         )
     }
-    people = _subjects(session, [e.subscriber_id for e in enrollments if e.subscriber_id])
+    people = subjects(session, [e.subscriber_id for e in enrollments if e.subscriber_id])
     suppressed = _suppressed(session, enrollments, people)
     members = _list_members(session, campaigns.values(), people)
     opened, clicked = _engagement(session, [e.id for e in enrollments])
@@ -314,7 +314,7 @@ def _carry_out(
     session: Session,
     effects: Sequence[engine.Effect],
     campaign: DripCampaign,
-    person: _Subject,
+    person: Subject,
 ) -> tuple[list[engine.SendEmail], bool]:
     """Carry out a step's actions in order, in a savepoint, so that a failing action undoes
     the step's other actions and nothing else. Returns the emails to send and whether the
@@ -365,7 +365,7 @@ def _mailing_ids(
 def _exit_reason(
     enrollment: DripEnrollment,
     campaign: DripCampaign,
-    person: _Subject | None,
+    person: Subject | None,
     suppressed: set[int],
     members: dict[int, set[int]],
 ) -> str | None:
@@ -381,8 +381,8 @@ def _exit_reason(
     return None
 
 
-def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Subject]:
-    people: dict[int, _Subject] = {}
+def subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, Subject]:
+    people: dict[int, Subject] = {}
     if not subscriber_ids:
         return people
     for row in session.execute(
@@ -396,7 +396,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
             Subscriber.opted_out_on,
         ).where(Subscriber.id.in_(subscriber_ids))
     ):
-        people[row.id] = _Subject(
+        people[row.id] = Subject(
             id=row.id,
             uuid=row.uuid,
             email=row.email,
@@ -429,7 +429,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
 
 
 def _suppressed(
-    session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, _Subject]
+    session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, Subject]
 ) -> set[int]:
     """The subscribers among `people` whose own account suppressed their address."""
     addresses = {
@@ -446,7 +446,7 @@ def _suppressed(
 
 
 def _list_members(
-    session: Session, campaigns: Iterable[DripCampaign], people: dict[int, _Subject]
+    session: Session, campaigns: Iterable[DripCampaign], people: dict[int, Subject]
 ) -> dict[int, set[int]]:
     """For each campaign list that is not All contacts: which of `people` are on it."""
     list_ids = {c.subscription_list_id for c in campaigns}
@@ -500,7 +500,7 @@ def _engagement(
 def _delivery_row(
     campaign: DripCampaign,
     enrollment: DripEnrollment,
-    person: _Subject,
+    person: Subject,
     effect: engine.SendEmail,
     mailing_id: int,
     now: datetime,
@@ -524,7 +524,7 @@ def _delivery_row(
 
 
 def _act(
-    session: Session, campaign: DripCampaign, person: _Subject, effect: engine.RunAction
+    session: Session, campaign: DripCampaign, person: Subject, effect: engine.RunAction
 ) -> bool:
     """Carry out an action node; True when the subscriber has left (unsubscribe)."""
     scope = AccountScope(session, campaign.account_id)

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Body, Query
 from starlette.responses import JSONResponse, Response
 
 from dripstone.drips import campaigns, report
-from dripstone.drips.schemas import MAX_GRAPH_LENGTH
+from dripstone.drips.api import simulation
+from dripstone.drips.schemas import MAX_GRAPH_LENGTH, SimulateBody
 from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
 from dripstone.web.auth import Editor, SignedIn
@@ -108,9 +109,23 @@ def enrollment_path(
         return refused(exc)
     return JSONResponse(
         {
-            "visits": [{"node_id": v["node_id"], "at": v["at"].isoformat()} for v in path["visits"]],
+            "visits": [
+                {"node_id": v["node_id"], "at": v["at"].isoformat()} for v in path["visits"]
+            ],
             "current": path["current"],
             "state": path["state"],
             "next_run_at": path["next_run_at"].isoformat() if path["next_run_at"] else None,
         }
     )
+
+
+@router.post("/drips/{campaign_id}/simulate", include_in_schema=False)
+def simulate(
+    campaign_id: str, body: SimulateBody, viewer: Editor, session: ReadSession
+) -> Response:
+    scope = viewer.scope(session)
+    try:
+        run = simulation(scope, campaigns.get_campaign(scope, campaign_id), body)
+    except DripstoneError as exc:
+        return refused(exc)
+    return JSONResponse({"data": run.model_dump(mode="json")})
