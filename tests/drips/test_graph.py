@@ -16,11 +16,11 @@ from dripstone.drips.graph import (
     Email,
     Graph,
     GraphError,
+    Relocation,
     Split,
     WaitUntil,
     custom_field_name,
     parse_graph,
-    Relocation,
     relocate,
     relocations,
 )

@@ -64,9 +64,8 @@ def simulate_campaign(
     asked: dict[str, set[str]] = {node_id: set() for node_id in described.clicked}
     for node in graph.nodes.values():
         data = node.data
-        if isinstance(data, Condition) and data.check == "clicked" and data.url is not None:
-            if data.node in asked:
-                asked[data.node].add(data.url)
+        if isinstance(data, Condition) and data.url is not None and data.node in asked:
+            asked[data.node].add(data.url)
     facts = engine.Facts(
         subscriber_key=key,
         fields={**fields, **described.fields},

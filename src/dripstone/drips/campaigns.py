@@ -22,6 +22,7 @@ from dripstone.db import (
 )
 from dripstone.delivery import dispatcher
 from dripstone.delivery.checks import check_templates
+from dripstone.drips import counters
 from dripstone.drips.graph import (
     Graph,
     GraphError,
@@ -170,17 +171,15 @@ def _apply(scope: AccountScope, campaign: DripCampaign, fields: CampaignFields) 
 
 def waiting_by_node(session: Session, campaign: DripCampaign) -> dict[str, int]:
     """How many active enrollments of the campaign are at each node."""
-    return {
-        node_id: count
-        for node_id, count in session.execute(
-            select(DripEnrollment.node_id, func.count())
-            .where(
-                DripEnrollment.drip_campaign_id == campaign.id,
-                DripEnrollment.state == EnrollmentState.ACTIVE,
-            )
-            .group_by(DripEnrollment.node_id)
+    rows = session.execute(
+        select(DripEnrollment.node_id, func.count())
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
         )
-    }
+        .group_by(DripEnrollment.node_id)
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 def preview_edit(scope: AccountScope, campaign: DripCampaign, nodes_text: str) -> list[Relocation]:
@@ -197,8 +196,15 @@ def preview_edit(scope: AccountScope, campaign: DripCampaign, nodes_text: str) -
 
 def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new: Graph) -> None:
     now = clock.now()
+    deltas = counters.Deltas()
     for moved in relocations(old, new, waiting_by_node(session, campaign)):
         node_id = moved.node_id
+        if moved.outcome != "stays":
+            deltas.move(campaign.id, node_id, "waiting", -moved.count)
+            if moved.to is None:
+                deltas.move(campaign.id, node_id, "exited", moved.count)
+            else:
+                deltas.move(campaign.id, moved.to, "waiting", moved.count)
         where = and_(
             DripEnrollment.drip_campaign_id == campaign.id,
             DripEnrollment.state == EnrollmentState.ACTIVE,
@@ -223,6 +229,7 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
                 .where(where)
                 .values(node_id=moved.to, arrived_at=now, next_run_at=now)
             )
+    counters.add(session, deltas)
 
 
 def get_campaign(

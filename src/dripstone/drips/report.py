@@ -13,6 +13,7 @@ from dripstone.db import (
     AccountScope,
 )
 from dripstone.delivery import audience
+from dripstone.drips import counters
 from dripstone.drips.graph import (
     node_order,
     parse_graph,
@@ -97,43 +98,26 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
 
 def node_counts(scope: AccountScope, campaign: DripCampaign) -> list[dict[str, Any]]:
     """Per node of the campaign's graph, in graph order: entered, waiting now, completed,
-    exited there, emails sent/opened/clicked (by people)."""
+    exited there, emails sent/opened/clicked (by people). From kept counters, so as cheap on
+    a million enrollments as on ten: waiting counts everyone at the node until the runner
+    takes them on (someone who opted out or left the list leaves at their next step)."""
     session = scope.session
     graph = parse_graph(campaign.nodes)
-    entered = {
-        row[0]: row[1]
-        for row in session.execute(
-            select(DripNodeVisit.node_id, func.count())
-            .where(DripNodeVisit.drip_campaign_id == campaign.id)
-            .group_by(DripNodeVisit.node_id)
-        )
-    }
-    here: dict[tuple[str, str], int] = {}
-    for node_id, state, n in session.execute(
-        select(DripEnrollment.node_id, DripEnrollment.state, func.count())
-        .outerjoin(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
-        .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
-        .where(
-            DripEnrollment.drip_campaign_id == campaign.id,
-            or_(DripEnrollment.state != EnrollmentState.ACTIVE, _still_in()),
-        )
-        .group_by(DripEnrollment.node_id, DripEnrollment.state)
-    ):
-        here[(node_id, state)] = n
+    kept = counters.read(session, campaign.id)
     emails = _emails(session, campaign.account_id, campaign.id)
     nodes = []
     for node_id, node in graph.nodes.items():
-        waiting = here.get((node_id, EnrollmentState.ACTIVE), 0)
-        exited = here.get((node_id, EnrollmentState.EXITED), 0)
-        count = entered.get(node_id, 0)
+        counts = kept.get(node_id, {})
+        entered, waiting = counts.get("entered", 0), counts.get("waiting", 0)
+        exited = counts.get("exited", 0)
         email = emails.get(node_id, {})
         nodes.append(
             {
                 "id": node_id,
                 "type": node.kind,
-                "entered": count,
+                "entered": entered,
                 "waiting": waiting,
-                "completed": max(count - waiting - exited, 0),
+                "completed": max(entered - waiting - exited, 0),
                 "exited": exited,
                 "emails_sent": email.get("sent", 0),
                 # People, not image proxies or link scanners: what the drip's conditions see.

@@ -32,7 +32,7 @@ from dripstone.db import (
 from dripstone.delivery import audience
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Delivery, due_delivery
-from dripstone.drips import engine
+from dripstone.drips import counters, engine
 from dripstone.drips.graph import (
     CUSTOM_FIELD_PREFIX,
     Graph,
@@ -143,6 +143,7 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         )
     }
     enrollments = [e for e in enrollments if e.drip_campaign_id in campaigns]
+    was_at = {e.id: e.node_id for e in enrollments}
     graphs: dict[int, Graph] = {}
     broken: dict[int, str] = {}
     for cid, c in campaigns.items():
@@ -263,6 +264,18 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             enrollment.node_id = step.position.node_id
             enrollment.arrived_at = step.position.arrived_at
             enrollment.next_run_at = step.wake_at or now
+    deltas = counters.Deltas()
+    for enrollment in enrollments:
+        if (
+            enrollment.state != EnrollmentState.ACTIVE
+            or enrollment.node_id != was_at[enrollment.id]
+        ):
+            deltas.move(enrollment.drip_campaign_id, was_at[enrollment.id], "waiting", -1)
+            deltas.left(enrollment.drip_campaign_id, enrollment.node_id, enrollment.state)
+    visits = _new_visits(session, visits)
+    for visit in visits:
+        deltas.move(visit["drip_campaign_id"], visit["node_id"], "entered")
+    counters.add(session, deltas)
     if visits:
         session.execute(
             insert_ignoring_duplicates(session, DripNodeVisit, "enrollment_id", "node_id"), visits
@@ -273,6 +286,27 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             deliveries,
         )
     return len(enrollments)
+
+
+def _new_visits(session: Session, visits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The visits not recorded yet, each once: every step records the node it starts from
+    again, and a live edit can send an enrollment back to a node it entered before."""
+    if not visits:
+        return []
+    known = {
+        (row[0], row[1])
+        for row in session.execute(
+            select(DripNodeVisit.enrollment_id, DripNodeVisit.node_id).where(
+                DripNodeVisit.enrollment_id.in_({v["enrollment_id"] for v in visits})
+            )
+        )
+    }
+    fresh: dict[tuple[int, str], dict[str, Any]] = {}
+    for visit in visits:
+        key = (visit["enrollment_id"], visit["node_id"])
+        if key not in known:
+            fresh.setdefault(key, visit)
+    return list(fresh.values())
 
 
 _graphs: dict[tuple[int, str], Graph] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -23,7 +22,6 @@ from dripstone.drips.graph import (
     MAX_NODE_ID_LENGTH,
     MAX_NODES,
 )
-
 from dripstone.wire import NoNul, OneLine, Strict, Text, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
