@@ -12,12 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dripstone import clock
+from dripstone.drips import builder
 from dripstone.users.models import Role
 from dripstone.web import drip_insights
 from tests.conftest import Api
 from tests.drips.conftest import run_tick, settings, smtp_server
 from tests.drips.helpers import edge, node, report
-from tests.mailings.helpers import ok, subscriber_id
+from tests.mailings.helpers import make_list, ok, subscriber_id
 from tests.web.conftest import Team, csrf_of, make_team
 from tests.web.test_drips import branching_campaign, team_api
 
@@ -274,3 +275,56 @@ def test_the_page_simulates_as_the_api_does_and_a_viewer_may_not(
     assert json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": 1}).status_code == 400
     viewer = signed_in(Role.VIEWER)
     assert json_post(viewer, f"/drips/{campaign_id}/simulate", body).status_code == 403
+
+
+@pytest.mark.parametrize("template", sorted(builder.TEMPLATES))
+def test_a_template_makes_a_draft_with_placeholder_mailings_that_can_start(
+    client: TestClient, team: Team, signed_in: Callable[[Role], TestClient], template: str
+) -> None:
+    api = team_api(client, team)
+    news = make_list(api, "News")
+    editor = signed_in(Role.EDITOR)
+    page = editor.get("/drips").text
+    assert 'action="/drips/from-template"' in page
+    assert f'value="{template}"' in page
+
+    form = {"csrf_token": csrf_of(editor), "template": template, "list": news, "name": ""}
+    answer = editor.post("/drips/from-template", data=form, follow_redirects=False)
+
+    assert answer.status_code == 303
+    campaign_id = answer.headers["location"].removeprefix("/drips/")
+    made = ok(api.get(f"/drip_campaigns/{campaign_id}"))["data"]["attributes"]
+    assert (made["state"], made["name"]) == ("draft", builder.TEMPLATES[template].title)
+    assert made["subscription_list_id"] == news
+    nodes = json.loads(made["drip_campaign_nodes"])["nodes"]
+    assert all("position" in n for n in nodes)
+    mailing_ids = {n["data"]["campaign_mailing_id"] for n in nodes if n["type"] == "email"}
+    assert len(mailing_ids) == len(builder.TEMPLATES[template].emails)
+    for mailing_id in mailing_ids:
+        mailing = ok(api.get(f"/campaign_mailings/{mailing_id}"))["data"]["attributes"]
+        assert "edit me" in mailing["subject"]
+        assert "Edit me" in mailing["html_part"]
+    # A second one from the same template gets mailings of its own.
+    again = editor.post("/drips/from-template", data=form, follow_redirects=False)
+    assert again.status_code == 303
+    assert ok(api.post(f"/drip_campaigns/{campaign_id}/start"))["data"]["jids"] is not None
+
+
+def test_a_template_is_refused_for_a_viewer_and_for_bad_input(
+    client: TestClient, team: Team, signed_in: Callable[[Role], TestClient]
+) -> None:
+    api = team_api(client, team)
+    news = make_list(api, "News")
+    viewer = signed_in(Role.VIEWER)
+    assert 'action="/drips/from-template"' not in viewer.get("/drips").text
+    form = {"csrf_token": csrf_of(viewer), "template": "welcome_series", "list": news}
+    assert viewer.post("/drips/from-template", data=form).status_code == 403
+    editor = signed_in(Role.EDITOR)
+    for bad, field in (({"template": "newsletter"}, "template"), ({"list": "nope"}, "list")):
+        typed = {**form, "csrf_token": csrf_of(editor), **bad}
+        answer = editor.post("/drips/from-template", data=typed)
+        assert answer.status_code == 422
+        assert "field-error" in answer.text, field
+    assert ok(api.get("/drip_campaigns"))["data"] == []
+    subjects = [m["attributes"]["subject"] for m in ok(api.get("/campaign_mailings"))["data"]]
+    assert subjects == []  # nothing half-written

@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
-from starlette.responses import JSONResponse, Response
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from dripstone.drips import campaigns, report
+from dripstone.drips import builder, campaigns, report
 from dripstone.drips.api import simulation
 from dripstone.drips.schemas import MAX_GRAPH_LENGTH, SimulateBody
 from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
 from dripstone.web.auth import Editor, SignedIn
+from dripstone.web.drips import campaigns_page
+from dripstone.web.forms import errors_of, typed
 
 router = APIRouter()
 
@@ -129,3 +131,22 @@ def simulate(
     except DripstoneError as exc:
         return refused(exc)
     return JSONResponse({"data": run.model_dump(mode="json")})
+
+
+@router.post("/drips/from-template", include_in_schema=False)
+async def from_template(request: Request, viewer: Editor, session: WriteSession) -> Response:
+    form = await request.form()
+    scope = viewer.scope(session)
+    name = str(form.get("name") or "")
+    try:
+        if len(name) > 255 or "\x00" in name:
+            raise Invalid("name: must be at most 255 characters, without NUL", field="name")
+        campaign = builder.create_from_template(
+            scope, str(form.get("template") or ""), str(form.get("list") or ""), name or None
+        )
+    except DripstoneError as exc:
+        session.rollback()
+        return campaigns_page(
+            request, viewer, session, errors=errors_of(exc), typed=typed(form), status_code=422
+        )
+    return RedirectResponse(f"/drips/{campaign.uuid}", status_code=303)
