@@ -57,7 +57,7 @@ def add(session: Session, deltas: Deltas) -> None:
 @functools.cache
 def _upsert(dialect: str) -> Any:
     make = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = DripNodeCounter.__table__
+    table: Any = DripNodeCounter.__table__
     stmt = make(table)
     return stmt.on_conflict_do_update(
         index_elements=["drip_campaign_id", "node_id"],
