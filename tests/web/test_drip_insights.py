@@ -222,6 +222,9 @@ def test_the_people_waiting_at_a_node_come_a_page_at_a_time(
     assert second["next"] is None
     assert viewer.get(f"/drips/{campaign_id}/nodes/tips/waiting").json()["subscribers"] == []
     assert viewer.get(f"/drips/{campaign_id}/nodes/wait/waiting?after=-1").status_code == 400
+    unknown = viewer.get(f"/drips/{campaign_id}/nodes/nowhere%00/waiting")
+    assert unknown.status_code == 404
+    assert unknown.json()["errors"][0]["field"] == "node_id"
 
 
 def test_a_subscribers_path_lists_the_steps_they_entered_in_order(

@@ -193,7 +193,10 @@ def waiting_at(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The subscribers waiting at `node_id` now, with when they are next looked at, in
     enrollment order after the enrollment `after`; and the `after` of the next page (None on
-    the last). Keyset paging on the (campaign, state, node) index."""
+    the last). Keyset paging on the (campaign, state, node) index. 404 for a node the
+    campaign's graph does not have."""
+    if node_id not in parse_graph(campaign.nodes).nodes:
+        raise NotFound(f"the campaign has no node {node_id!r}", field="node_id")
     stmt = (
         select(DripEnrollment.id, Subscriber.uuid, Subscriber.email, DripEnrollment.next_run_at)
         .join(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)

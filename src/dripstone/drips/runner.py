@@ -275,7 +275,6 @@ def _advance_batch(session: Session, batch_size: int) -> int:
     visits = _new_visits(session, visits)
     for visit in visits:
         deltas.move(visit["drip_campaign_id"], visit["node_id"], "entered")
-    counters.add(session, deltas)
     if visits:
         session.execute(
             insert_ignoring_duplicates(session, DripNodeVisit, "enrollment_id", "node_id"), visits
@@ -285,6 +284,8 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             insert_ignoring_duplicates(session, Delivery, "drip_enrollment_id", "drip_node_id"),
             deliveries,
         )
+    # Last, so that runners stepping the same campaign wait on its counter rows only briefly.
+    counters.add(session, deltas)
     return len(enrollments)
 
 

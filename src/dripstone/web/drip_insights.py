@@ -90,11 +90,11 @@ def waiting_at(
     scope = viewer.scope(session)
     try:
         campaign = campaigns.get_campaign(scope, campaign_id)
+        found, next_after = report.waiting_at(
+            scope, campaign, node_id, after=after, limit=WAITING_PER_PAGE
+        )
     except DripstoneError as exc:
         return refused(exc)
-    found, next_after = report.waiting_at(
-        scope, campaign, node_id, after=after, limit=WAITING_PER_PAGE
-    )
     subscribers = [{**s, "next_run_at": s["next_run_at"].isoformat()} for s in found]
     return JSONResponse({"subscribers": subscribers, "next": next_after})
 
