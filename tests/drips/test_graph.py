@@ -16,11 +16,13 @@ from dripstone.drips.graph import (
     Email,
     Graph,
     GraphError,
+    Relocation,
     Split,
     WaitUntil,
     custom_field_name,
     parse_graph,
     relocate,
+    relocations,
 )
 
 MAILING_1 = "11111111-1111-4111-8111-111111111111"
@@ -948,3 +950,47 @@ def test_relocate_rejects_a_node_the_old_graph_lacks() -> None:
 def test_json_python_cannot_read_says_why(text: str, message: str) -> None:
     with pytest.raises(GraphError, match=rf"^\$: {message}$"):
         parse_graph(text)
+
+
+def test_relocations_say_per_waiting_node_who_stays_moves_or_leaves() -> None:
+    old = parse(
+        [node("t", "trigger"), email("e1"), delay("d1"), delay("d2"), email("e2"), email("e3")],
+        [edge("t", "e1"), edge("e1", "d1"), edge("d1", "d2"), edge("d2", "e2"), edge("e2", "e3")],
+    )
+    # d1 becomes a wait_until w9 (its people move there); d2's delay changes (they stay);
+    # e3 is removed and the path now ends at e2 (its people leave).
+    new = parse(
+        [
+            node("t", "trigger"),
+            email("e1"),
+            node("w9", "wait_until", time="09:00"),
+            delay("d2", 3),
+            email("e2"),
+        ],
+        [edge("t", "e1"), edge("e1", "w9"), edge("w9", "d2"), edge("d2", "e2")],
+    )
+
+    plan = relocations(old, new, {"d2": 7, "d1": 4, "e3": 1, "gone": 2, "e1": 5})
+
+    assert plan == [
+        Relocation("e1", 5, "stays", None, changed=False),
+        Relocation("d1", 4, "moves", "w9", changed=True),
+        Relocation("d2", 7, "stays", None, changed=True),
+        Relocation("e3", 1, "leaves", None, changed=True),
+        Relocation("gone", 2, "leaves", None, changed=True),
+    ]
+
+
+def test_relocations_agree_with_relocate_for_every_node() -> None:
+    old = parse(
+        [node("t", "trigger"), email("e1"), delay("d1"), email("e2")],
+        [edge("t", "e1"), edge("e1", "d1"), edge("d1", "e2")],
+    )
+    new = parse([node("t2", "trigger"), email("e3")], [edge("t2", "e3")])
+
+    plan = relocations(old, new, dict.fromkeys(old.nodes, 1))
+
+    for moved in plan:
+        target = relocate(old, new, moved.node_id)
+        assert moved.to == (target if target != moved.node_id else None)
+        assert (moved.outcome == "leaves") == (target is None)

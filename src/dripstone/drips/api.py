@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from dripstone.db import AccountScope
-from dripstone.drips import campaigns, lifecycle, report, schemas
+from dripstone.drips import builder, campaigns, lifecycle, report, schemas
 from dripstone.drips.models import DripCampaign
 from dripstone.http import STANDARD_ERRORS, Data, Empty, ReadScope, WriteScope
 from dripstone.subscribers.models import SubscriptionList
@@ -137,3 +137,48 @@ def campaign_report(
             enrollments=[schemas.EnrollmentReport(**e) for e in enrollments],
         )
     )
+
+
+def simulation(
+    scope: AccountScope, campaign: DripCampaign, body: schemas.SimulateBody
+) -> schemas.Simulation:
+    """The simulate service's answer in its wire shape (the dashboard answers the same)."""
+    facts = body.facts
+    run = builder.simulate_campaign(
+        scope,
+        campaign,
+        subscriber_id=body.subscriber_id,
+        described=builder.DescribedFacts(
+            opened=facts.opened,
+            clicked=facts.clicked,
+            fields=facts.fields,
+            lists=facts.lists,
+            timezone=facts.timezone,
+        ),
+        start=body.start_at,
+    )
+    return schemas.Simulation(
+        steps=[
+            schemas.SimulatedStep(
+                node_id=s.node_id,
+                kind=s.kind,
+                at=s.at,
+                what=s.what,
+                branch=s.branch,
+                until=s.until,
+                mailing_id=s.mailing_id,
+            )
+            for s in run.steps
+        ],
+        outcome=run.outcome,
+        reason=run.reason,
+    )
+
+
+@router.post("/drip_campaigns/{id}/simulate")
+def simulate_campaign(
+    id: str, body: schemas.SimulateBody, scope: ReadScope
+) -> Data[schemas.Simulation]:
+    """Extension: the path the engine would take, step by step with dates, for a subscriber
+    (`subscriber_id`) or typed facts; nothing is sent or recorded."""
+    return Data(data=simulation(scope, campaigns.get_campaign(scope, id), body))

@@ -22,11 +22,13 @@ from dripstone.db import (
 )
 from dripstone.delivery import dispatcher
 from dripstone.delivery.checks import check_templates
+from dripstone.drips import counters
 from dripstone.drips.graph import (
     Graph,
     GraphError,
+    Relocation,
     parse_graph,
-    relocate,
+    relocations,
 )
 from dripstone.drips.models import (
     DripCampaign,
@@ -167,29 +169,48 @@ def _apply(scope: AccountScope, campaign: DripCampaign, fields: CampaignFields) 
         campaign.tree_blob = json.dumps(graph.tree_blob(), separators=(",", ":"))
 
 
-def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new: Graph) -> None:
-    now = clock.now()
-    at_nodes = session.execute(
+def waiting_by_node(session: Session, campaign: DripCampaign) -> dict[str, int]:
+    """How many active enrollments of the campaign are at each node."""
+    rows = session.execute(
         select(DripEnrollment.node_id, func.count())
         .where(
             DripEnrollment.drip_campaign_id == campaign.id,
             DripEnrollment.state == EnrollmentState.ACTIVE,
         )
         .group_by(DripEnrollment.node_id)
-    ).all()
-    for node_id, _count in at_nodes:
-        if node_id not in old.nodes:  # left over from an earlier edit: nowhere to go
-            target = None
-        elif node_id in new.nodes and new.nodes[node_id].kind == old.nodes[node_id].kind:
-            target = node_id
-        else:
-            target = relocate(old, new, node_id)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def preview_edit(scope: AccountScope, campaign: DripCampaign, nodes_text: str) -> list[Relocation]:
+    """What saving `nodes_text` as the campaign's graph would do to the enrollments waiting on
+    each node it changes or removes, by the rule the save follows; nothing is changed. The
+    graph is checked as the save checks it, and refused with the same errors."""
+    new = checked_graph(scope, nodes_text)
+    if campaign.state == DripState.DRAFT:
+        return []  # a draft has no one waiting: the save moves no one
+    old = parse_graph(campaign.nodes)
+    plan = relocations(old, new, waiting_by_node(scope.session, campaign))
+    return [r for r in plan if r.changed]
+
+
+def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new: Graph) -> None:
+    now = clock.now()
+    deltas = counters.Deltas()
+    for moved in relocations(old, new, waiting_by_node(session, campaign)):
+        node_id = moved.node_id
+        if moved.outcome != "stays":
+            deltas.move(campaign.id, node_id, "waiting", -moved.count)
+            if moved.to is None:
+                deltas.move(campaign.id, node_id, "exited", moved.count)
+            else:
+                deltas.move(campaign.id, moved.to, "waiting", moved.count)
         where = and_(
             DripEnrollment.drip_campaign_id == campaign.id,
             DripEnrollment.state == EnrollmentState.ACTIVE,
             DripEnrollment.node_id == node_id,
         )
-        if target is None:
+        if moved.outcome == "leaves":
             session.execute(
                 update(DripEnrollment)
                 .where(where)
@@ -199,15 +220,16 @@ def _move_enrollments(session: Session, campaign: DripCampaign, old: Graph, new:
                     exit_reason=f"its step {node_id!r} was removed from the campaign",
                 )
             )
-        elif target == node_id:
+        elif moved.outcome == "stays":
             # Looked at again now: a changed delay or time takes effect from the arrival.
             session.execute(update(DripEnrollment).where(where).values(next_run_at=now))
         else:
             session.execute(
                 update(DripEnrollment)
                 .where(where)
-                .values(node_id=target, arrived_at=now, next_run_at=now)
+                .values(node_id=moved.to, arrived_at=now, next_run_at=now)
             )
+    counters.add(session, deltas)
 
 
 def get_campaign(

@@ -18,7 +18,7 @@ from dripstone.db import (
     locked,
 )
 from dripstone.delivery import audience
-from dripstone.drips import engine
+from dripstone.drips import counters, engine
 from dripstone.drips.graph import (
     Graph,
     parse_graph,
@@ -161,6 +161,13 @@ def enroll(scope: AccountScope, campaign: DripCampaign, graph: Graph, who: Any) 
                     ),
                 )
             )
+    if added:
+        deltas = counters.Deltas()
+        deltas.move(campaign.id, node_id, "waiting", added)
+        if node_id != graph.trigger_id:
+            for visited in (graph.trigger_id, node_id):
+                deltas.move(campaign.id, visited, "entered", added)
+        counters.add(scope.session, deltas)
     return added
 
 

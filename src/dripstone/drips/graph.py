@@ -384,6 +384,74 @@ def relocate(old: Graph, new: Graph, node_id: str) -> str | None:
     return None
 
 
+Outcome: TypeAlias = Literal["stays", "moves", "leaves"]
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """What a live edit does to the `count` enrollments waiting on `node_id`: they stay,
+    move to `to`, or leave the campaign. `changed` is False for a node the edit left as it
+    was (its enrollments stay and are looked at again, like everyone else's)."""
+
+    node_id: str
+    count: int
+    outcome: Outcome
+    to: str | None
+    changed: bool
+
+
+def relocations(old: Graph, new: Graph, waiting: Mapping[str, int]) -> list[Relocation]:
+    """Per node with enrollments waiting (`waiting`: node id -> how many), where they go when
+    `old` is replaced by `new`: the one rule both the edit preview and the edit follow.
+
+    A node still in `new` with the same kind keeps its enrollments; one not in `old` (left
+    over from an earlier edit) has nowhere to go; any other moves them by `relocate`. In
+    `old`'s node order, then the left-over nodes by id.
+    """
+    order = [node_id for node_id in old.nodes if node_id in waiting]
+    order += sorted(node_id for node_id in waiting if node_id not in old.nodes)
+    plan: list[Relocation] = []
+    for node_id in order:
+        before = old.nodes.get(node_id)
+        after = new.nodes.get(node_id)
+        if before is None:
+            target = None
+        elif after is not None and after.kind == before.kind:
+            target = node_id
+        else:
+            target = relocate(old, new, node_id)
+        changed = (
+            before is None
+            or after is None
+            or (after.kind, after.data)
+            != (
+                before.kind,
+                before.data,
+            )
+        )
+        if target is None:
+            outcome: Outcome = "leaves"
+        elif target == node_id:
+            outcome = "stays"
+        else:
+            outcome = "moves"
+        plan.append(
+            Relocation(
+                node_id=node_id,
+                count=waiting[node_id],
+                outcome=outcome,
+                to=target if outcome == "moves" else None,
+                changed=changed,
+            )
+        )
+    return plan
+
+
+def node_order(graph: Graph) -> dict[str, int]:
+    """Each node's place in an order where every edge goes forward (the graph is acyclic)."""
+    return {node_id: index for index, node_id in enumerate(_topological_order(graph))}
+
+
 def custom_field_name(name: str) -> str:
     """The custom field a set_field `name` ("custom.<field>") sets."""
     return name.removeprefix(CUSTOM_FIELD_PREFIX)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dripstone.db import AccountOwned, Base, BigIntId, PublicId, Timestamps
@@ -101,3 +101,19 @@ class DripNodeVisit(Base):
         BigIntId, ForeignKey("drip_campaigns.id", ondelete="CASCADE"), index=True
     )
     entered_at: Mapped[datetime]
+
+
+class DripNodeCounter(Base):
+    """Kept counts of one node of a campaign, moved in the transaction that moves its
+    enrollments: visits recorded there (`entered`), active enrollments there (`waiting`),
+    and enrollments that left the campaign there early (`exited`)."""
+
+    __tablename__ = "drip_node_counters"
+
+    drip_campaign_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("drip_campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entered: Mapped[int] = mapped_column(BigInteger, default=0)
+    waiting: Mapped[int] = mapped_column(BigInteger, default=0)
+    exited: Mapped[int] = mapped_column(BigInteger, default=0)

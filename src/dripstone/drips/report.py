@@ -13,7 +13,9 @@ from dripstone.db import (
     AccountScope,
 )
 from dripstone.delivery import audience
+from dripstone.drips import counters
 from dripstone.drips.graph import (
+    node_order,
     parse_graph,
 )
 from dripstone.drips.models import (
@@ -22,6 +24,7 @@ from dripstone.drips.models import (
     DripNodeVisit,
     EnrollmentState,
 )
+from dripstone.errors import NotFound
 from dripstone.subscribers.models import (
     Subscriber,
     Subscription,
@@ -95,43 +98,26 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
 
 def node_counts(scope: AccountScope, campaign: DripCampaign) -> list[dict[str, Any]]:
     """Per node of the campaign's graph, in graph order: entered, waiting now, completed,
-    exited there, emails sent/opened/clicked (by people)."""
+    exited there, emails sent/opened/clicked (by people). From kept counters, so as cheap on
+    a million enrollments as on ten: waiting counts everyone at the node until the runner
+    takes them on (someone who opted out or left the list leaves at their next step)."""
     session = scope.session
     graph = parse_graph(campaign.nodes)
-    entered = {
-        row[0]: row[1]
-        for row in session.execute(
-            select(DripNodeVisit.node_id, func.count())
-            .where(DripNodeVisit.drip_campaign_id == campaign.id)
-            .group_by(DripNodeVisit.node_id)
-        )
-    }
-    here: dict[tuple[str, str], int] = {}
-    for node_id, state, n in session.execute(
-        select(DripEnrollment.node_id, DripEnrollment.state, func.count())
-        .outerjoin(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
-        .join(DripCampaign, DripCampaign.id == DripEnrollment.drip_campaign_id)
-        .where(
-            DripEnrollment.drip_campaign_id == campaign.id,
-            or_(DripEnrollment.state != EnrollmentState.ACTIVE, _still_in()),
-        )
-        .group_by(DripEnrollment.node_id, DripEnrollment.state)
-    ):
-        here[(node_id, state)] = n
+    kept = counters.read(session, campaign.id)
     emails = _emails(session, campaign.account_id, campaign.id)
     nodes = []
     for node_id, node in graph.nodes.items():
-        waiting = here.get((node_id, EnrollmentState.ACTIVE), 0)
-        exited = here.get((node_id, EnrollmentState.EXITED), 0)
-        count = entered.get(node_id, 0)
+        counts = kept.get(node_id, {})
+        entered, waiting = counts.get("entered", 0), counts.get("waiting", 0)
+        exited = counts.get("exited", 0)
         email = emails.get(node_id, {})
         nodes.append(
             {
                 "id": node_id,
                 "type": node.kind,
-                "entered": count,
+                "entered": entered,
                 "waiting": waiting,
-                "completed": max(count - waiting - exited, 0),
+                "completed": max(entered - waiting - exited, 0),
                 "exited": exited,
                 "emails_sent": email.get("sent", 0),
                 # People, not image proxies or link scanners: what the drip's conditions see.
@@ -196,3 +182,76 @@ def enrollments_page(
     rows = rows[:items]
     next_after = rows[-1][0].subscriber_id if more and rows else None
     return [_enrollment(e, uuid, email) for e, uuid, email in rows], next_after
+
+
+def waiting_at(
+    scope: AccountScope,
+    campaign: DripCampaign,
+    node_id: str,
+    after: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The subscribers waiting at `node_id` now, with when they are next looked at, in
+    enrollment order after the enrollment `after`; and the `after` of the next page (None on
+    the last). Keyset paging on the (campaign, state, node) index. 404 for a node the
+    campaign's graph does not have."""
+    if node_id not in parse_graph(campaign.nodes).nodes:
+        raise NotFound(f"the campaign has no node {node_id!r}", field="node_id")
+    stmt = (
+        select(DripEnrollment.id, Subscriber.uuid, Subscriber.email, DripEnrollment.next_run_at)
+        .join(Subscriber, Subscriber.id == DripEnrollment.subscriber_id)
+        .where(
+            DripEnrollment.drip_campaign_id == campaign.id,
+            DripEnrollment.account_id == scope.account_id,
+            DripEnrollment.state == EnrollmentState.ACTIVE,
+            DripEnrollment.node_id == node_id,
+        )
+        .order_by(DripEnrollment.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(DripEnrollment.id > after)
+    rows = scope.session.execute(stmt).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    found = [{"id": uuid, "email": email, "next_run_at": at} for _, uuid, email, at in rows]
+    return found, rows[-1][0] if more and rows else None
+
+
+def enrollment_path(
+    scope: AccountScope, campaign: DripCampaign, subscriber_id: str
+) -> dict[str, Any]:
+    """The nodes the subscriber's enrollment entered, in order, with when; where it is now
+    (None once it has left) and its state. 404 if they were never enrolled."""
+    subscriber = scope.by_uuid(Subscriber, subscriber_id)
+    enrollment = (
+        None
+        if subscriber is None
+        else scope.session.scalars(
+            select(DripEnrollment).where(
+                DripEnrollment.drip_campaign_id == campaign.id,
+                DripEnrollment.subscriber_id == subscriber.id,
+            )
+        ).first()
+    )
+    if enrollment is None:
+        raise NotFound(
+            f"subscriber {subscriber_id} is not enrolled in this campaign", field="subscriber_id"
+        )
+    # The nodes of one step are entered at the same instant: the graph orders them.
+    order = node_order(parse_graph(campaign.nodes))
+    visits = sorted(
+        scope.session.execute(
+            select(DripNodeVisit.node_id, DripNodeVisit.entered_at).where(
+                DripNodeVisit.enrollment_id == enrollment.id
+            )
+        ).all(),
+        key=lambda visit: (visit[1], order.get(visit[0], len(order)), visit[0]),
+    )
+    active = enrollment.state == EnrollmentState.ACTIVE
+    return {
+        "visits": [{"node_id": node_id, "at": at} for node_id, at in visits],
+        "current": enrollment.node_id if active else None,
+        "state": enrollment.state,
+        "next_run_at": enrollment.next_run_at if active else None,
+    }

@@ -32,7 +32,7 @@ from dripstone.db import (
 from dripstone.delivery import audience
 from dripstone.delivery.kinds import DeliveryKind
 from dripstone.delivery.models import Delivery, due_delivery
-from dripstone.drips import engine
+from dripstone.drips import counters, engine
 from dripstone.drips.graph import (
     CUSTOM_FIELD_PREFIX,
     Graph,
@@ -104,7 +104,7 @@ def advance_due(database: Database, batch_size: int = ADVANCE_BATCH) -> int:
 
 
 @dataclass
-class _Subject:
+class Subject:
     """What the runner knows of an enrollment's subscriber."""
 
     id: int
@@ -143,6 +143,7 @@ def _advance_batch(session: Session, batch_size: int) -> int:
         )
     }
     enrollments = [e for e in enrollments if e.drip_campaign_id in campaigns]
+    was_at = {e.id: e.node_id for e in enrollments}
     graphs: dict[int, Graph] = {}
     broken: dict[int, str] = {}
     for cid, c in campaigns.items():
@@ -168,7 +169,7 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             )
         )
     }
-    people = _subjects(session, [e.subscriber_id for e in enrollments if e.subscriber_id])
+    people = subjects(session, [e.subscriber_id for e in enrollments if e.subscriber_id])
     suppressed = _suppressed(session, enrollments, people)
     members = _list_members(session, campaigns.values(), people)
     opened, clicked = _engagement(session, [e.id for e in enrollments])
@@ -263,6 +264,17 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             enrollment.node_id = step.position.node_id
             enrollment.arrived_at = step.position.arrived_at
             enrollment.next_run_at = step.wake_at or now
+    deltas = counters.Deltas()
+    for enrollment in enrollments:
+        if (
+            enrollment.state != EnrollmentState.ACTIVE
+            or enrollment.node_id != was_at[enrollment.id]
+        ):
+            deltas.move(enrollment.drip_campaign_id, was_at[enrollment.id], "waiting", -1)
+            deltas.left(enrollment.drip_campaign_id, enrollment.node_id, enrollment.state)
+    visits = _new_visits(session, visits)
+    for visit in visits:
+        deltas.move(visit["drip_campaign_id"], visit["node_id"], "entered")
     if visits:
         session.execute(
             insert_ignoring_duplicates(session, DripNodeVisit, "enrollment_id", "node_id"), visits
@@ -272,7 +284,30 @@ def _advance_batch(session: Session, batch_size: int) -> int:
             insert_ignoring_duplicates(session, Delivery, "drip_enrollment_id", "drip_node_id"),
             deliveries,
         )
+    # Last, so that runners stepping the same campaign wait on its counter rows only briefly.
+    counters.add(session, deltas)
     return len(enrollments)
+
+
+def _new_visits(session: Session, visits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The visits not recorded yet, each once: every step records the node it starts from
+    again, and a live edit can send an enrollment back to a node it entered before."""
+    if not visits:
+        return []
+    known = {
+        (row[0], row[1])
+        for row in session.execute(
+            select(DripNodeVisit.enrollment_id, DripNodeVisit.node_id).where(
+                DripNodeVisit.enrollment_id.in_({v["enrollment_id"] for v in visits})
+            )
+        )
+    }
+    fresh: dict[tuple[int, str], dict[str, Any]] = {}
+    for visit in visits:
+        key = (visit["enrollment_id"], visit["node_id"])
+        if key not in known:
+            fresh.setdefault(key, visit)
+    return list(fresh.values())
 
 
 _graphs: dict[tuple[int, str], Graph] = {}
@@ -314,7 +349,7 @@ def _carry_out(
     session: Session,
     effects: Sequence[engine.Effect],
     campaign: DripCampaign,
-    person: _Subject,
+    person: Subject,
 ) -> tuple[list[engine.SendEmail], bool]:
     """Carry out a step's actions in order, in a savepoint, so that a failing action undoes
     the step's other actions and nothing else. Returns the emails to send and whether the
@@ -365,7 +400,7 @@ def _mailing_ids(
 def _exit_reason(
     enrollment: DripEnrollment,
     campaign: DripCampaign,
-    person: _Subject | None,
+    person: Subject | None,
     suppressed: set[int],
     members: dict[int, set[int]],
 ) -> str | None:
@@ -381,8 +416,8 @@ def _exit_reason(
     return None
 
 
-def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Subject]:
-    people: dict[int, _Subject] = {}
+def subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, Subject]:
+    people: dict[int, Subject] = {}
     if not subscriber_ids:
         return people
     for row in session.execute(
@@ -396,7 +431,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
             Subscriber.opted_out_on,
         ).where(Subscriber.id.in_(subscriber_ids))
     ):
-        people[row.id] = _Subject(
+        people[row.id] = Subject(
             id=row.id,
             uuid=row.uuid,
             email=row.email,
@@ -429,7 +464,7 @@ def _subjects(session: Session, subscriber_ids: Sequence[int]) -> dict[int, _Sub
 
 
 def _suppressed(
-    session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, _Subject]
+    session: Session, enrollments: Sequence[DripEnrollment], people: dict[int, Subject]
 ) -> set[int]:
     """The subscribers among `people` whose own account suppressed their address."""
     addresses = {
@@ -446,7 +481,7 @@ def _suppressed(
 
 
 def _list_members(
-    session: Session, campaigns: Iterable[DripCampaign], people: dict[int, _Subject]
+    session: Session, campaigns: Iterable[DripCampaign], people: dict[int, Subject]
 ) -> dict[int, set[int]]:
     """For each campaign list that is not All contacts: which of `people` are on it."""
     list_ids = {c.subscription_list_id for c in campaigns}
@@ -500,7 +535,7 @@ def _engagement(
 def _delivery_row(
     campaign: DripCampaign,
     enrollment: DripEnrollment,
-    person: _Subject,
+    person: Subject,
     effect: engine.SendEmail,
     mailing_id: int,
     now: datetime,
@@ -524,7 +559,7 @@ def _delivery_row(
 
 
 def _act(
-    session: Session, campaign: DripCampaign, person: _Subject, effect: engine.RunAction
+    session: Session, campaign: DripCampaign, person: Subject, effect: engine.RunAction
 ) -> bool:
     """Carry out an action node; True when the subscriber has left (unsubscribe)."""
     scope = AccountScope(session, campaign.account_id)

@@ -5,9 +5,23 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+)
 
+from dripstone.drips.graph import (
+    MAX_CUSTOM_FIELD_NAME,
+    MAX_CUSTOM_FIELD_VALUE,
+    MAX_NODE_ID_LENGTH,
+    MAX_NODES,
+)
 from dripstone.wire import NoNul, OneLine, Strict, Text, Uuid
 
 MAX_GRAPH_LENGTH = 1_000_000
@@ -109,3 +123,67 @@ class EnrollmentReport(BaseModel):
 class Report(BaseModel):
     nodes: list[NodeReport]
     enrollments: list[EnrollmentReport]
+
+
+def _known_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+NodeRef = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NODE_ID_LENGTH), NoNul]
+FactName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_CUSTOM_FIELD_NAME + 7), NoNul
+]
+FactValue = Annotated[str, StringConstraints(max_length=MAX_CUSTOM_FIELD_VALUE), NoNul]
+
+
+class SimulatedFacts(Strict):
+    """Facts typed in (with `subscriber_id`, they add to and override the subscriber's)."""
+
+    opened: Annotated[list[NodeRef], Field(max_length=MAX_NODES)] = Field(
+        default=[], description="email node ids whose message was opened"
+    )
+    clicked: Annotated[list[NodeRef], Field(max_length=MAX_NODES)] = Field(
+        default=[], description="email node ids whose message was clicked (any link asked about)"
+    )
+    fields: Annotated[dict[FactName, FactValue | None], Field(max_length=200)] = Field(
+        default={},
+        description='field values by the names conditions use: "email", "first_name", '
+        '"custom.<name>"',
+    )
+    lists: Annotated[list[Uuid], Field(max_length=200)] = Field(
+        default=[], description="subscription lists the subscriber is on"
+    )
+    timezone: Annotated[str | None, AfterValidator(_known_zone)] = Field(
+        default=None, max_length=64, description="IANA time zone, e.g. Europe/Paris"
+    )
+
+
+class SimulateBody(Strict):
+    """Extension: simulate the campaign for a real subscriber or for typed facts."""
+
+    subscriber_id: Uuid | None = None
+    facts: SimulatedFacts = SimulatedFacts()
+    start_at: AwareDatetime | None = Field(
+        default=None, description="when the subscriber enters the trigger; now if absent"
+    )
+
+
+class SimulatedStep(BaseModel):
+    node_id: str
+    kind: str
+    at: datetime
+    what: str = Field(description="sent email X / waited until / branch yes|no / action / exit")
+    branch: str | None
+    until: datetime | None
+    mailing_id: str | None
+
+
+class Simulation(BaseModel):
+    steps: list[SimulatedStep]
+    outcome: Literal["completed", "exited", "unfinished"]
+    reason: str | None

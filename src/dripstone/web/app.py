@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from dripstone.config import Settings
 from dripstone.web import (
     drip_builder,
+    drip_insights,
     drips,
     imports,
     lists,
@@ -38,6 +39,7 @@ ROUTERS = (
     sends.router,
     drip_builder.router,
     drips.router,
+    drip_insights.router,
     settings_pages.router,
 )
 

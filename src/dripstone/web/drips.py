@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from dripstone.db import AccountScope
-from dripstone.drips import campaigns, lifecycle, report
+from dripstone.drips import builder, campaigns, lifecycle, report
 from dripstone.drips.graph import (
     Action,
     Condition,
@@ -27,6 +27,7 @@ from dripstone.errors import DripstoneError
 from dripstone.http import ReadSession, WriteSession
 from dripstone.mailings.models import CampaignMailing
 from dripstone.subscribers.models import SubscriptionList
+from dripstone.users import service as users
 from dripstone.web.auth import Editor, SignedIn, Viewer
 from dripstone.web.drip_builder import builder_data, new_campaign_form
 from dripstone.web.forms import errors_of
@@ -50,10 +51,17 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _list_names(
-    scope: AccountScope, ids: set[int] | None = None, uuids: set[str] | None = None
+    scope: AccountScope,
+    ids: set[int] | None = None,
+    uuids: set[str] | None = None,
+    every: bool = False,
 ) -> dict[Any, str]:
-    """The names of the account's lists, by internal id or by public id (one query)."""
+    """The names of the account's lists, by internal id or by public id (one query); with
+    `every`, all of them by public id, in name order."""
     stmt = scope.select(SubscriptionList)
+    if every:
+        stmt = stmt.order_by(SubscriptionList.name, SubscriptionList.id)
+        return {lst.uuid: lst.name for lst in scope.session.scalars(stmt)}
     if ids is not None:
         stmt = stmt.where(SubscriptionList.id.in_(ids))
         return {lst.id: lst.name for lst in scope.session.scalars(stmt)}
@@ -63,6 +71,19 @@ def _list_names(
 
 @router.get("/drips", include_in_schema=False)
 def drip_campaigns(request: Request, viewer: SignedIn, session: ReadSession) -> Response:
+    return campaigns_page(request, viewer, session)
+
+
+def campaigns_page(
+    request: Request,
+    viewer: Viewer,
+    session: Session,
+    *,
+    errors: dict[str, str] | None = None,
+    typed: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The list of campaigns, with the form that starts one from a template (for editors)."""
     scope = viewer.scope(session)
     found = campaigns.list_campaigns(scope, search=None, order_by="created_at", order="desc")
     counts = report.counts(session, [c.id for c in found])
@@ -76,8 +97,17 @@ def drip_campaigns(request: Request, viewer: SignedIn, session: ReadSession) -> 
         }
         for c in found
     ]
-    context = {"title": "Drip campaigns", "rows": rows, "new_form": new_campaign_form(scope)}
-    return render(request, "drips/list.html", context)
+    context = {
+        "title": "Drip campaigns",
+        "rows": rows,
+        "new_form": new_campaign_form(scope),
+        "may_create": viewer.may(users.Action.EDIT_CONTENT),
+        "templates": {key: t.title for key, t in builder.TEMPLATES.items()},
+        "lists": _list_names(scope, uuids=None, every=True),
+        "template_errors": errors or {},
+        "template_typed": typed or {},
+    }
+    return render(request, "drips/list.html", context, status_code=status_code)
 
 
 def _describe(
