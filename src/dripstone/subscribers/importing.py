@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripstone import clock
-from dripstone.db import AccountScope, after_commit, insert_ignoring_duplicates, new_uuid
+from dripstone.db import AccountScope, after_commit, insert_rows, new_uuids
 from dripstone.errors import Invalid
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
@@ -370,25 +370,23 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
         rejected.append((line, "email: also on an earlier line", cells))
         del existing[email]
     now = clock.now()
+    emails = [email for email in by_email if email not in existing]
     fresh = [
-        {
-            "uuid": new_uuid(),
-            "email": email,
-            "phone_number": row.phone_number,
-            "first_name": row.first_name,
-            "last_name": row.last_name,
-        }
-        for email, (_line, row, _cells) in by_email.items()
-        if email not in existing
+        (public_id, email, row.phone_number, row.first_name, row.last_name)
+        for public_id, email in zip(new_uuids(len(emails)), emails, strict=True)
+        for row in (by_email[email][1],)
     ]
-    added: dict[str, int] = {}
-    if fresh:
-        stmt = (
-            insert_ignoring_duplicates(session, Subscriber, "account_id", "email")
-            .values(account_id=scope.account_id, created_at=now, updated_at=now)
-            .returning(Subscriber.email, Subscriber.id)
+    added: dict[str, int] = dict(
+        insert_rows(
+            session,
+            Subscriber,
+            ("uuid", "email", "phone_number", "first_name", "last_name"),
+            fresh,
+            same={"account_id": scope.account_id, "created_at": now, "updated_at": now},
+            skip_clashes_on=("account_id", "email"),
+            returning=("email", "id"),
         )
-        added = dict(session.connection().execute(stmt, fresh).all())
+    )
     add_custom_fields(scope, {sid: by_email[email][1].custom for email, sid in added.items()})
     updating = payload["existing"] == "update"
     if updating and existing:
