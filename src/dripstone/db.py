@@ -428,9 +428,7 @@ def insert_rows(
     found: list[Any] = []
     if dialect.name == "postgresql":
         # One statement whatever the number of rows: each column travels as one array.
-        arrays = ", ".join(
-            f"{mark}::{table.c[name].type.compile(dialect)}[]" for name in columns
-        )
+        arrays = ", ".join(f"{mark}::{table.c[name].type.compile(dialect)}[]" for name in columns)
         select_list = ", ".join([mark] * len(constants) + ["*"])
         sql = f"{head}SELECT {select_list} FROM unnest({arrays}){tail}"
         params = (*bound, *(list(column) for column in zip(*rows, strict=True)))

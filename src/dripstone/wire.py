@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import email_validator
 from email_validator import EmailNotValidError, ValidatedEmail, validate_email
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
 from email_validator.syntax import validate_email_length
 from pydantic import (
     AfterValidator,
@@ -67,13 +68,19 @@ def _validated_address(value: str) -> str:
         test_environment=email_validator.TEST_ENVIRONMENT,
         globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
     )
-    checked = ValidatedEmail()
-    checked.original = value
-    checked.local_part = checked.ascii_local_part = local
-    checked.domain, checked.ascii_domain = domain["domain"], domain["ascii_domain"]
-    checked.normalized = f"{local}@{checked.domain}"
-    validate_email_length(checked)
-    return checked.normalized
+    normalized = f"{local}@{domain['domain']}"
+    # The three forms email-validator measures; it raises the error only when one is too long.
+    longest = max(
+        len(value), len(normalized.encode()), len(local) + 1 + len(domain["ascii_domain"])
+    )
+    if longest > EMAIL_MAX_LENGTH:
+        checked = ValidatedEmail()
+        checked.original = value
+        checked.local_part = checked.ascii_local_part = local
+        checked.domain, checked.ascii_domain = domain["domain"], domain["ascii_domain"]
+        checked.normalized = normalized
+        validate_email_length(checked)
+    return normalized
 
 
 def normalize_email(value: str) -> str:
