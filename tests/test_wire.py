@@ -81,8 +81,8 @@ DOMAINS = [
     "",
     "@x.com",
     "x.com>",
-    "ｅxample.com",
-    "example．com",
+    "\uff45xample.com",
+    "example\uff0ecom",
 ]
 ODD = [
     "",
@@ -90,8 +90,8 @@ ODD = [
     "@",
     "bo@",
     "@example.com",
-    "bo＠example.com",
-    "bo﹫example.com",
+    "bo\uff20example.com",
+    "bo\ufe6bexample.com",
     "Bo <bo@example.com>",
     "<bo@example.com>",
     " bo@example.com",

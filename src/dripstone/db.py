@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -99,7 +100,8 @@ def new_uuids(count: int) -> list[str]:
     raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])
     h = raw.hex()
     return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
+        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
         for i in range(0, 32 * count, 32)
     ]
 
@@ -411,6 +413,7 @@ def insert_rows(
     connection = session.connection()
     dialect = connection.dialect
     table = model.__table__
+    # Only the model's own table and column names go into the SQL, quoted; values are bound.
     quote = dialect.identifier_preparer.quote
     constants = same or {}
     bound = []
@@ -430,7 +433,7 @@ def insert_rows(
         # One statement whatever the number of rows: each column travels as one array.
         arrays = ", ".join(f"{mark}::{table.c[name].type.compile(dialect)}[]" for name in columns)
         select_list = ", ".join([mark] * len(constants) + ["*"])
-        sql = f"{head}SELECT {select_list} FROM unnest({arrays}){tail}"
+        sql = f"{head}SELECT {select_list} FROM unnest({arrays}){tail}"  # noqa: S608
         params = (*bound, *(list(column) for column in zip(*rows, strict=True)))
         result = connection.exec_driver_sql(sql, params)
         return list(result.all()) if returning else []
@@ -440,10 +443,14 @@ def insert_rows(
             f"{head}VALUES ({marks}){tail}", [(*bound, *row) for row in rows]
         )
         return []
-    one = "(" + ", ".join([mark] * (len(constants) + len(columns))) + ")"
+    # The values every row has are bound once, in the SELECT; "WHERE true" tells SQLite's
+    # parser that ON CONFLICT belongs to the INSERT.
+    one = "(" + ", ".join([mark] * len(columns)) + ")"
+    select_list = ", ".join([mark] * len(constants) + ["*"])
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = f"{head}VALUES {', '.join([one] * len(chunk))}{tail}"
-        params = tuple(value for row in chunk for value in (*bound, *row))
+        values = ", ".join([one] * len(chunk))
+        sql = f"{head}SELECT {select_list} FROM (VALUES {values}) WHERE true{tail}"  # noqa: S608
+        params = (*bound, *itertools.chain.from_iterable(chunk))
         found.extend(connection.exec_driver_sql(sql, params).all())
     return found

@@ -63,7 +63,7 @@ def _validated_address(value: str) -> str:
     if plain is None:
         return validate_email(value, check_deliverability=False).normalized
     local, domain_part = plain.groups()
-    domain = _email_validation.validate_email_domain_name(  # type: ignore[attr-defined]
+    domain = _email_validation.validate_email_domain_name(
         domain_part,
         test_environment=email_validator.TEST_ENVIRONMENT,
         globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,

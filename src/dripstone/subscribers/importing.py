@@ -282,6 +282,14 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
     rejected: list[tuple[int, str, list[str]]] = []
     seen: dict[str, int] = {}
     finished = True
+    # Where each field's and each custom field's cell is, worked out once for the batch.
+    fields = [(i, t) for i, t in enumerate(columns) if t and not t.startswith(CUSTOM_PREFIX)]
+    customs = [
+        (i, t.removeprefix(CUSTOM_PREFIX))
+        for i, t in enumerate(columns)
+        if t.startswith(CUSTOM_PREFIX)
+    ]
+    taken = 0
     with path.open("rb") as handle:
         reader = _reader(_lines(handle, offset, position))
         consumed = 0
@@ -290,15 +298,10 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
             consumed = reader.line_num
             if not cells:
                 continue
-            values: dict[str, Any] = {}
-            custom: dict[str, str] = {}
-            for target, cell in zip(columns, cells, strict=True):
-                if not target or not cell.strip():
-                    continue
-                if target.startswith(CUSTOM_PREFIX):
-                    custom[target.removeprefix(CUSTOM_PREFIX)] = cell
-                else:
-                    values[target] = cell
+            if len(cells) != len(columns):  # the file changed since it was checked
+                raise ValueError(f"line {row_line} has {len(cells)} cells, not {len(columns)}")
+            values: dict[str, Any] = {t: cells[i] for i, t in fields if cells[i].strip()}
+            custom = {name: cells[i] for i, name in customs if cells[i].strip()}
             if custom:
                 values["custom"] = custom
             try:
@@ -312,7 +315,8 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
                 else:
                     seen[row.email] = row_line
                     good.append((row_line, row, cells))
-            if len(good) + len(rejected) >= size:
+            taken += 1
+            if taken >= size:
                 finished = False
                 break
     return _Batch(good, rejected, position[0], line + consumed, finished)

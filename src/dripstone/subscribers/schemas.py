@@ -43,11 +43,13 @@ def normalize_phone(value: str) -> str:
 
 
 def _custom_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number, not NaN or Infinity")
-    if isinstance(value, int | float | str):
+    if isinstance(value, int | float):
         return str(value)
     raise ValueError("custom field values must be strings, numbers or booleans")
 
