@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -88,6 +90,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def new_uuids(count: int) -> list[str]:
+    """`count` UUIDs as `new_uuid` makes them (random, version 4), made together: a bulk write
+    needs one a row, and `uuid.uuid4` costs more than writing the row."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
+        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 class Base(DeclarativeBase):
@@ -371,3 +387,70 @@ def insert_ignoring_duplicates(session: Session, model: type[Any], *unique_colum
     if session.get_bind().dialect.name == "postgresql":
         return pg_insert(model).on_conflict_do_nothing(index_elements=list(unique_columns))
     return sqlite_insert(model).on_conflict_do_nothing(index_elements=list(unique_columns))
+
+
+# Rows per INSERT of many VALUES on SQLite: well under its bound-parameter limit (32,766).
+_ROWS_PER_INSERT = 500
+
+
+def insert_rows(
+    session: Session,
+    model: type[Any],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    same: dict[str, Any] | None = None,
+    skip_clashes_on: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[Any]:
+    """INSERT many rows in few statements, without SQLAlchemy's per-row parameter processing:
+    an import writes hundreds of thousands. `rows` hold `columns`' values as the driver takes
+    them (text, integers, None); `same` holds the values every row has (bound once, through
+    their column's type). A row clashing on the unique index `skip_clashes_on` is skipped.
+    Returns the `returning` columns of the rows inserted."""
+    if not rows:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    table = model.__table__
+    # Only the model's own table and column names go into the SQL, quoted; values are bound.
+    quote = dialect.identifier_preparer.quote
+    constants = same or {}
+    bound = []
+    for name, value in constants.items():
+        processor = table.c[name].type.bind_processor(dialect)
+        bound.append(processor(value) if processor is not None else value)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(quote(name) for name in (*constants, *columns))
+    head = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "
+    tail = ""
+    if skip_clashes_on:
+        tail += f" ON CONFLICT ({', '.join(quote(n) for n in skip_clashes_on)}) DO NOTHING"
+    if returning:
+        tail += f" RETURNING {', '.join(quote(n) for n in returning)}"
+    found: list[Any] = []
+    if dialect.name == "postgresql":
+        # One statement whatever the number of rows: each column travels as one array.
+        arrays = ", ".join(f"{mark}::{table.c[name].type.compile(dialect)}[]" for name in columns)
+        select_list = ", ".join([mark] * len(constants) + ["*"])
+        sql = f"{head}SELECT {select_list} FROM unnest({arrays}){tail}"  # noqa: S608
+        params = (*bound, *(list(column) for column in zip(*rows, strict=True)))
+        result = connection.exec_driver_sql(sql, params)
+        return list(result.all()) if returning else []
+    if not returning:
+        marks = ", ".join([mark] * (len(constants) + len(columns)))
+        connection.exec_driver_sql(
+            f"{head}VALUES ({marks}){tail}", [(*bound, *row) for row in rows]
+        )
+        return []
+    # The values every row has are bound once, in the SELECT; "WHERE true" tells SQLite's
+    # parser that ON CONFLICT belongs to the INSERT.
+    one = "(" + ", ".join([mark] * len(columns)) + ")"
+    select_list = ", ".join([mark] * len(constants) + ["*"])
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        values = ", ".join([one] * len(chunk))
+        sql = f"{head}SELECT {select_list} FROM (VALUES {values}) WHERE true{tail}"  # noqa: S608
+        params = (*bound, *itertools.chain.from_iterable(chunk))
+        found.extend(connection.exec_driver_sql(sql, params).all())
+    return found

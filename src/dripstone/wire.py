@@ -12,7 +12,10 @@ import json
 import re
 from typing import Annotated, Any
 
-from email_validator import EmailNotValidError, validate_email
+import email_validator
+from email_validator import EmailNotValidError, ValidatedEmail, validate_email
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
+from email_validator.syntax import validate_email_length
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -46,13 +49,46 @@ _email_validation.validate_email_domain_name = functools.lru_cache(maxsize=4096)
 )
 
 
+# The shape nearly every address has: an ASCII dot-atom before the @-sign, ASCII host name
+# characters after it. Such a local part is valid and normalized as it is (email-validator's own
+# first test), so only the domain and the length are left to check, with email-validator's own
+# functions; every other address goes through the whole of email-validator.
+_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_ADDRESS = re.compile(f"([{_ATEXT}]+(?:\\.[{_ATEXT}]+)*)@([a-zA-Z0-9.\\-]+)")
+
+
+def _validated_address(value: str) -> str:
+    """email-validator's normalized form of `value` (check_deliverability off)."""
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is None:
+        return validate_email(value, check_deliverability=False).normalized
+    local, domain_part = plain.groups()
+    domain = _email_validation.validate_email_domain_name(
+        domain_part,
+        test_environment=email_validator.TEST_ENVIRONMENT,
+        globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
+    )
+    normalized = f"{local}@{domain['domain']}"
+    # The three forms email-validator measures; it raises the error only when one is too long.
+    longest = max(
+        len(value), len(normalized.encode()), len(local) + 1 + len(domain["ascii_domain"])
+    )
+    if longest > EMAIL_MAX_LENGTH:
+        checked = ValidatedEmail()
+        checked.original = value
+        checked.local_part = checked.ascii_local_part = local
+        checked.domain, checked.ascii_domain = domain["domain"], domain["ascii_domain"]
+        checked.normalized = normalized
+        validate_email_length(checked)
+    return normalized
+
+
 def normalize_email(value: str) -> str:
     """A valid address, lower-cased so that uniqueness is case-insensitive."""
     try:
-        result = validate_email(value, check_deliverability=False)
+        normalized = _validated_address(value).lower()
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from None
-    normalized = result.normalized.lower()
     if len(normalized) > MAX_EMAIL_LENGTH:  # lower-casing can lengthen some characters
         raise ValueError(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
     return normalized

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, insert, update
 
 from dripstone import clock
-from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.db import AccountScope, insert_ignoring_duplicates, insert_rows, new_uuid
 from dripstone.errors import Conflict
 from dripstone.subscribers.models import (
     CustomFieldType,
@@ -74,10 +74,12 @@ def add_custom_fields(scope: AccountScope, values: dict[int, dict[str, str]]) ->
     if not values:
         return
     type_ids = field_type_ids(scope, {name for fields in values.values() for name in fields})
-    scope.session.connection().execute(
-        insert(CustomFieldValue),
+    insert_rows(
+        scope.session,
+        CustomFieldValue,
+        ("subscriber_id", "field_type_id", "value"),
         [
-            {"subscriber_id": sid, "field_type_id": type_ids[name], "value": value}
+            (sid, type_ids[name], value)
             for sid, fields in values.items()
             for name, value in fields.items()
         ],

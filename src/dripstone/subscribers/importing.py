@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripstone import clock
-from dripstone.db import AccountScope, after_commit, insert_ignoring_duplicates, new_uuid
+from dripstone.db import AccountScope, after_commit, insert_rows, new_uuids
 from dripstone.errors import Invalid
 from dripstone.jobs.models import Job
 from dripstone.jobs.service import StepResult, create_job, job_step
@@ -283,6 +283,14 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
     rejected: list[tuple[int, str, list[str]]] = []
     seen: dict[str, int] = {}
     finished = True
+    # Where each field's and each custom field's cell is, worked out once for the batch.
+    fields = [(i, t) for i, t in enumerate(columns) if t and not t.startswith(CUSTOM_PREFIX)]
+    customs = [
+        (i, t.removeprefix(CUSTOM_PREFIX))
+        for i, t in enumerate(columns)
+        if t.startswith(CUSTOM_PREFIX)
+    ]
+    taken = 0
     with path.open("rb") as handle:
         reader = _reader(_lines(handle, offset, position))
         consumed = 0
@@ -291,15 +299,10 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
             consumed = reader.line_num
             if not cells:
                 continue
-            values: dict[str, Any] = {}
-            custom: dict[str, str] = {}
-            for target, cell in zip(columns, cells, strict=True):
-                if not target or not cell.strip():
-                    continue
-                if target.startswith(CUSTOM_PREFIX):
-                    custom[target.removeprefix(CUSTOM_PREFIX)] = cell
-                else:
-                    values[target] = cell
+            if len(cells) != len(columns):  # the file changed since it was checked
+                raise ValueError(f"line {row_line} has {len(cells)} cells, not {len(columns)}")
+            values: dict[str, Any] = {t: cells[i] for i, t in fields if cells[i].strip()}
+            custom = {name: cells[i] for i, name in customs if cells[i].strip()}
             if custom:
                 values["custom"] = custom
             try:
@@ -313,7 +316,8 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
                 else:
                     seen[row.email] = row_line
                     good.append((row_line, row, cells))
-            if len(good) + len(rejected) >= size:
+            taken += 1
+            if taken >= size:
                 finished = False
                 break
     return _Batch(good, rejected, position[0], line + consumed, finished)
@@ -371,25 +375,23 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
         rejected.append((line, "email: also on an earlier line", cells))
         del existing[email]
     now = clock.now()
+    emails = [email for email in by_email if email not in existing]
     fresh = [
-        {
-            "uuid": new_uuid(),
-            "email": email,
-            "phone_number": row.phone_number,
-            "first_name": row.first_name,
-            "last_name": row.last_name,
-        }
-        for email, (_line, row, _cells) in by_email.items()
-        if email not in existing
+        (public_id, email, row.phone_number, row.first_name, row.last_name)
+        for public_id, email in zip(new_uuids(len(emails)), emails, strict=True)
+        for row in (by_email[email][1],)
     ]
-    added: dict[str, int] = {}
-    if fresh:
-        stmt = (
-            insert_ignoring_duplicates(session, Subscriber, "account_id", "email")
-            .values(account_id=scope.account_id, created_at=now, updated_at=now)
-            .returning(Subscriber.email, Subscriber.id)
+    added: dict[str, int] = dict(
+        insert_rows(
+            session,
+            Subscriber,
+            ("uuid", "email", "phone_number", "first_name", "last_name"),
+            fresh,
+            same={"account_id": scope.account_id, "created_at": now, "updated_at": now},
+            skip_clashes_on=("account_id", "email"),
+            returning=("email", "id"),
         )
-        added = dict(session.connection().execute(stmt, fresh).all())
+    )
     add_custom_fields(scope, {sid: by_email[email][1].custom for email, sid in added.items()})
     updating = payload["existing"] == "update"
     if updating and existing:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from dripstone import clock
-from dripstone.db import AccountScope, insert_ignoring_duplicates, new_uuid
+from dripstone.db import AccountScope, insert_rows, new_uuids
 from dripstone.subscribers import counts
 from dripstone.subscribers.models import (
     Subscriber,
@@ -23,13 +23,16 @@ def record_joins(scope: AccountScope, list_id: int, subscriber_ids: Sequence[int
     """Record that these subscribers joined the list; drip triggers consume these events."""
     if not subscriber_ids:
         return
-    now = clock.now()
-    # Core executemany on the session's connection: the ORM bulk path costs several times more.
-    scope.session.connection().execute(
-        insert(SubscriptionEvent).values(
-            account_id=scope.account_id, subscription_list_id=list_id, occurred_at=now
-        ),
-        [{"subscriber_id": sid} for sid in subscriber_ids],
+    insert_rows(
+        scope.session,
+        SubscriptionEvent,
+        ("subscriber_id",),
+        [(sid,) for sid in subscriber_ids],
+        same={
+            "account_id": scope.account_id,
+            "subscription_list_id": list_id,
+            "occurred_at": clock.now(),
+        },
     )
 
 
@@ -39,24 +42,22 @@ def join(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[in
     if lst.is_default or not subscriber_ids:
         return []
     now = clock.now()
-    added: list[int] = []
-    for chunk in chunks(subscriber_ids):
-        stmt = insert_ignoring_duplicates(
-            scope.session, Subscription, "subscription_list_id", "subscriber_id"
-        ).returning(Subscription.subscriber_id)
-        rows = [
-            {
-                "uuid": new_uuid(),
+    with counts.changing(scope.session, scope.account_id, subscriber_ids):
+        inserted = insert_rows(
+            scope.session,
+            Subscription,
+            ("uuid", "subscriber_id"),
+            list(zip(new_uuids(len(subscriber_ids)), subscriber_ids, strict=True)),
+            same={
                 "account_id": scope.account_id,
                 "subscription_list_id": lst.id,
-                "subscriber_id": sid,
                 "created_at": now,
                 "updated_at": now,
-            }
-            for sid in chunk
-        ]
-        with counts.changing(scope.session, scope.account_id, chunk):
-            added.extend(scope.session.connection().scalars(stmt, rows))
+            },
+            skip_clashes_on=("subscription_list_id", "subscriber_id"),
+            returning=("subscriber_id",),
+        )
+    added = [sid for (sid,) in inserted]
     record_joins(scope, lst.id, added)
     return added
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import datetime
@@ -27,6 +28,9 @@ SEARCH_PATTERN = r"^[^\W_]+( +[^\W_]+)*$"
 SEARCH_MAX_LENGTH = 255
 
 
+# Parsing a number costs a few hundred microseconds and depends on the text alone; the same
+# number recurs across a list (an office's switchboard, say) and is checked once.
+@functools.lru_cache(maxsize=4096)
 def normalize_phone(value: str) -> str:
     """An E.164 number such as +14155550123."""
     try:
@@ -39,11 +43,13 @@ def normalize_phone(value: str) -> str:
 
 
 def _custom_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number, not NaN or Infinity")
-    if isinstance(value, int | float | str):
+    if isinstance(value, int | float):
         return str(value)
     raise ValueError("custom field values must be strings, numbers or booleans")
 
