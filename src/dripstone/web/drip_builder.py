@@ -22,7 +22,7 @@ from dripstone.subscribers import lists
 from dripstone.users.service import Action
 from dripstone.web.auth import Editor, Viewer
 from dripstone.web.forms import errors_of, typed
-from dripstone.web.templating import render
+from dripstone.web.templating import asset_url, render
 
 router = APIRouter()
 
@@ -56,6 +56,8 @@ def builder_data(scope: AccountScope, viewer: Viewer, campaign: DripCampaign) ->
         "state": campaign.state,
         "editable": viewer.may(Action.EDIT_CONTENT),
         "save_url": f"/drips/{campaign.uuid}/graph",
+        "base_url": f"/drips/{campaign.uuid}",
+        "live_url": asset_url("builder-live.js"),
         "csrf_token": viewer.csrf_token,
     }
 

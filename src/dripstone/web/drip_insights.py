@@ -8,6 +8,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
+from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dripstone.drips import builder, campaigns, report
@@ -24,8 +25,14 @@ router = APIRouter()
 WAITING_PER_PAGE = 50
 
 
-def refused(exc: DripstoneError) -> JSONResponse:
+def refused(exc: DripstoneError | ValidationError) -> JSONResponse:
     """A refusal as the page's scripts read it: each error names its node and field."""
+    if isinstance(exc, ValidationError):  # a 400, as the API answers a body it cannot take
+        found = [
+            {"node_id": None, "field": field, "message": message}
+            for field, message in errors_of(exc).items()
+        ]
+        return JSONResponse({"errors": found}, status_code=400)
     details = exc.details
     error = {
         "node_id": details.get("node"),
@@ -123,12 +130,16 @@ def enrollment_path(
 
 @router.post("/drips/{campaign_id}/simulate", include_in_schema=False)
 def simulate(
-    campaign_id: str, body: SimulateBody, viewer: Editor, session: ReadSession
+    campaign_id: str,
+    viewer: Editor,
+    session: ReadSession,
+    body: Annotated[dict[str, Any], Body()],
 ) -> Response:
     scope = viewer.scope(session)
     try:
-        run = simulation(scope, campaigns.get_campaign(scope, campaign_id), body)
-    except DripstoneError as exc:
+        asked = SimulateBody.model_validate(body)
+        run = simulation(scope, campaigns.get_campaign(scope, campaign_id), asked)
+    except (DripstoneError, ValidationError) as exc:
         return refused(exc)
     return JSONResponse({"data": run.model_dump(mode="json")})
 

@@ -112,7 +112,7 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     api = TeamApi(session.base_url, session.team)
     _, mailings = mailings_and_list(api)
     page = session.go("/drips")
-    page.get_by_label("Name").fill("Welcome series")
+    page.get_by_role("form", name="New drip campaign").get_by_label("Name").fill("Welcome series")
     page.get_by_role("button", name="Create and open the builder").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Welcome series")
     campaign_id = page.url.rsplit("/", 1)[1]
