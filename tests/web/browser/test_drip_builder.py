@@ -88,11 +88,14 @@ def welcome_series(mailings: dict[str, str]) -> tuple[dict[str, tuple[str, Any]]
 
 # The pairs of steps whose boxes on the page overlap.
 OVERLAPPING = """() => {
-  const boxes = [...document.querySelectorAll(".bnode")].map((b) => [b.dataset.node, b.getBoundingClientRect()]);
+  const boxes = [...document.querySelectorAll(".bnode")]
+    .map((b) => [b.dataset.node, b.getBoundingClientRect()]);
   const pairs = [];
   for (const [i, [a, p]] of boxes.entries()) {
     for (const [b, q] of boxes.slice(i + 1)) {
-      if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) pairs.push([a, b]);
+      const apart = p.right <= q.left || q.right <= p.left || p.bottom <= q.top
+        || q.bottom <= p.top;
+      if (!apart) pairs.push([a, b]);
     }
   }
   return pairs;
