@@ -82,6 +82,8 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     expect(step(page, "a")).to_contain_text("3 in · 0 waiting · 3 done")
     expect(step(page, "d")).to_contain_text("3 in · 3 waiting · 0 done")
     expect(step(page, "b")).to_contain_text("0 in · 0 waiting · 0 done")
+    expect(page.locator("#state")).to_have_text("started")
+    expect(page.locator("#step-a td.num")).to_have_text(["3", "0", "3", "3", "0", "0"])
     assert page.evaluate("window.notReloaded") is True
     session.screenshot("drip-live-counts")
 
@@ -173,6 +175,8 @@ def test_a_test_run_for_typed_facts_lists_and_draws_the_path(
         "opened",
         "tips",
     ]
+    expect(steps.nth(1)).to_contain_text('Email welcome sent email "Welcome"')
+    expect(steps.last).to_contain_text('Email tips sent email "Tips"')
     expect(tester.locator("#simulate-outcome")).to_have_text("Completes the campaign.")
     expect(step(page, "tips")).to_have_class(_has("here"))
     expect(step(page, "nudge")).not_to_have_class(_has("on-path"))

@@ -36,6 +36,23 @@ export function startLive(ctx) {
     }
   }
 
+  // The state badge and the table of counts under the drawing say the same as the steps.
+  const grouped = new Intl.NumberFormat("en-US");
+  function refreshPage() {
+    const badge = document.getElementById("state");
+    if (badge && badge.textContent !== data.state) {
+      badge.textContent = data.state;
+      badge.className = `badge state-${data.state}`;
+    }
+    for (const [id, c] of Object.entries(counts)) {
+      const cells = document.getElementById(`step-${id}`)?.querySelectorAll("td.num") ?? [];
+      const values = [c.entered, c.waiting, c.completed, c.sent, c.opened, c.clicked];
+      cells.forEach((cell, i) => {
+        if (cell.textContent !== "—") cell.textContent = grouped.format(values[i]);
+      });
+    }
+  }
+
   async function poll() {
     try {
       const answer = await fetch(`${base}/node-counts`, { headers: { accept: "application/json" } });
@@ -44,6 +61,7 @@ export function startLive(ctx) {
       counts = body.nodes;
       data.state = body.state;
       refreshCounts();
+      refreshPage();
     } catch {
       // Offline for a moment: the next poll tries again.
     }
@@ -197,6 +215,12 @@ export function startLive(ctx) {
     return fields;
   }
 
+  // The step as the engine says it, with its mailing's subject for the mailing's id.
+  function said(step) {
+    const mailing = data.mailings.find((m) => m.id === step.mailing_id);
+    return mailing ? step.what.replace(step.mailing_id, `"${mailing.subject}"`) : step.what;
+  }
+
   async function simulate(event) {
     event.preventDefault();
     const form = event.target;
@@ -221,7 +245,7 @@ export function startLive(ctx) {
     const run = body.data;
     const steps = el("ol", { class: "simulated" }, ...run.steps.map((s) => el("li", { "data-node": s.node_id },
       el("strong", { text: nodeOf(s.node_id) ? nameOf(nodeOf(s.node_id)) : s.node_id }),
-      ` ${s.what} `, el("span", { class: "muted", text: new Date(s.at).toLocaleString() }))));
+      ` ${said(s)} `, el("span", { class: "muted", text: new Date(s.at).toLocaleString() }))));
     const ending = { completed: "Completes the campaign.", exited: "Leaves the campaign.", unfinished: "Still waiting at the end of the test." }[run.outcome];
     out.replaceChildren(steps, el("p", { id: "simulate-outcome", text: `${ending}${run.reason ? ` (${run.reason})` : ""}` }));
     const ids = run.steps.map((s) => s.node_id);
