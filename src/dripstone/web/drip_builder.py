@@ -62,27 +62,25 @@ def builder_data(scope: AccountScope, viewer: Viewer, campaign: DripCampaign) ->
     }
 
 
-def _refusal(exc: DripstoneError | ValidationError) -> JSONResponse:
+def refusal_errors(exc: DripstoneError | ValidationError) -> list[dict[str, Any]]:
     """The service's refusal as the editor shows it: on the node it names, if any."""
     if isinstance(exc, ValidationError):
-        found = [
+        return [
             {"node_id": None, "field": field, "message": message}
             for field, message in errors_of(exc).items()
         ]
-    else:
-        details = exc.details
-        path = details.get("path")
-        message = exc.message.removeprefix(NODES_PREFIX)
-        if path:
-            message = message.removeprefix(f"{path}: ")
-        found = [
-            {
-                "node_id": details.get("node"),
-                "field": path or details.get("field"),
-                "message": message,
-            }
-        ]
-    return JSONResponse({"errors": found}, status_code=422)
+    details = exc.details
+    path = details.get("path")
+    message = exc.message.removeprefix(NODES_PREFIX)
+    if path:
+        message = message.removeprefix(f"{path}: ")
+    return [
+        {"node_id": details.get("node"), "field": path or details.get("field"), "message": message}
+    ]
+
+
+def _refusal(exc: DripstoneError | ValidationError) -> JSONResponse:
+    return JSONResponse({"errors": refusal_errors(exc)}, status_code=422)
 
 
 @router.put("/drips/{campaign_id}/graph", include_in_schema=False)

@@ -17,6 +17,7 @@ from dripstone.drips.schemas import MAX_GRAPH_LENGTH, SimulateBody
 from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
 from dripstone.web.auth import Editor, SignedIn
+from dripstone.web.drip_builder import refusal_errors
 from dripstone.web.drips import campaigns_page
 from dripstone.web.forms import errors_of, typed
 
@@ -26,20 +27,10 @@ WAITING_PER_PAGE = 50
 
 
 def refused(exc: DripstoneError | ValidationError) -> JSONResponse:
-    """A refusal as the page's scripts read it: each error names its node and field."""
-    if isinstance(exc, ValidationError):  # a 400, as the API answers a body it cannot take
-        found = [
-            {"node_id": None, "field": field, "message": message}
-            for field, message in errors_of(exc).items()
-        ]
-        return JSONResponse({"errors": found}, status_code=400)
-    details = exc.details
-    error = {
-        "node_id": details.get("node"),
-        "field": details.get("path") or details.get("field"),
-        "message": exc.message,
-    }
-    return JSONResponse({"errors": [error]}, status_code=exc.status)
+    """A refusal as the page's scripts read it, the editor's save's way: each error names its
+    node and field. A body the route cannot take is a 400, as the API answers it."""
+    status = 400 if isinstance(exc, ValidationError) else exc.status
+    return JSONResponse({"errors": refusal_errors(exc)}, status_code=status)
 
 
 @router.post("/drips/{campaign_id}/edit-preview", include_in_schema=False)

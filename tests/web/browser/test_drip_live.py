@@ -110,6 +110,16 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     side.get_by_role("button", name="Clear the highlighted path").click()
     expect(page.locator(".bnode.on-path")).to_have_count(0)
 
+    # A graph the server refuses is refused by the preview, on the step it names, as a save is.
+    step(page, "d").click()
+    side.get_by_label("Wait").fill("")
+    side.get_by_label("Wait").press("Tab")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#builder-errors")).to_be_visible()
+    expect(step(page, "d")).to_have_class(_has("invalid"))
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    page.get_by_role("button", name="Undo").click()
+
     # Remove the delay with the three waiting on it: the email follows the welcome at once.
     step(page, "d").click()
     page.keyboard.press("Delete")
