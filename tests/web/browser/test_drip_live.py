@@ -98,9 +98,11 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     side.get_by_role("button", name="Who is here").click()
     waiting = side.locator(".who-list li")
     expect(waiting).to_have_count(3)
-    assert {b.text_content() for b in side.locator(".who-list button").all()} == addresses
+    assert {
+        b.text_content() for b in side.locator(".who-list button[data-subscriber]").all()
+    } == addresses
     expect(waiting.first).to_contain_text("next step")
-    side.locator(".who-list button").first.click()
+    side.locator(".who-list button[data-subscriber]").first.click()
     for on_path in ("t", "a", "d"):
         expect(step(page, on_path)).to_have_class(_has("on-path"))
     expect(step(page, "d")).to_have_class(_has("here"))
@@ -109,6 +111,21 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     session.screenshot("drip-live-path")
     side.get_by_role("button", name="Clear the highlighted path").click()
     expect(page.locator(".bnode.on-path")).to_have_count(0)
+    # A test run for one of them: from the trigger, the welcome, the delay, then the tips.
+    first = side.locator(".who-list button[data-subscriber]").first.text_content()
+    side.get_by_role("button", name=f"Test a path for {first}").click()
+    tester = page.get_by_role("region", name="Test a path")
+    expect(tester.get_by_label("Subscriber id (optional)")).to_be_focused()
+    tester.get_by_role("button", name="Run the test").click()
+    expect(tester.locator("ol.simulated li")).to_have_count(4)
+    assert [s.get_attribute("data-node") for s in tester.locator("ol.simulated li").all()] == [
+        "t",
+        "a",
+        "d",
+        "b",
+    ]
+    expect(step(page, "b")).to_have_class(_has("here"))
+    tester.get_by_role("button", name="Clear the highlighted path").click()
 
     # A graph the server refuses is refused by the preview, on the step it names, as a save is.
     step(page, "d").click()

@@ -129,7 +129,11 @@ export function startLive(ctx) {
         list.append(el("li", {}, el("button", {
           type: "button", class: "link", text: s.email, "data-subscriber": s.id,
           onclick: () => showPath(s, status),
-        }), el("span", { class: "muted", text: ` next step ${new Date(s.next_run_at).toLocaleString()}` })));
+        }), el("span", { class: "muted", text: ` next step ${new Date(s.next_run_at).toLocaleString()} ` }),
+        tester && data.editable ? el("button", {
+          type: "button", class: "link", text: "test a path", "aria-label": `Test a path for ${s.email}`,
+          onclick: () => testFor(s),
+        }) : null));
       }
       status.textContent = list.children.length ? "" : "No one waits here now.";
       more?.remove();
@@ -204,6 +208,13 @@ export function startLive(ctx) {
       el("input", { type: "checkbox", name: `${what}:${n.id}`, checked: checked.has(`${what}:${n.id}`) }),
       ` ${what} ${nameOf(n)}`))));
     if (!emails.length) facts.append(el("p", { class: "hint", text: "No email steps yet." }));
+  }
+
+  function testFor(subscriber) {
+    const box = tester.querySelector("#simulate-subscriber");
+    box.value = subscriber.id;
+    tester.querySelector("#simulate-for").textContent = subscriber.email;
+    box.focus();
   }
 
   function fieldValues(text) {
