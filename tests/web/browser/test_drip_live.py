@@ -83,6 +83,7 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     expect(step(page, "d")).to_contain_text("3 in · 3 waiting · 0 done")
     expect(step(page, "b")).to_contain_text("0 in · 0 waiting · 0 done")
     expect(page.locator("#state")).to_have_text("started")
+    expect(page.locator("#state-changed")).to_contain_text("reload it")
     expect(page.locator("#step-a td.num")).to_have_text(["3", "0", "3", "3", "0", "0"])
     assert page.evaluate("window.notReloaded") is True
     session.screenshot("drip-live-counts")

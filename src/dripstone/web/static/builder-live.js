@@ -43,6 +43,9 @@ export function startLive(ctx) {
     if (badge && badge.textContent !== data.state) {
       badge.textContent = data.state;
       badge.className = `badge state-${data.state}`;
+      if (!document.getElementById("state-changed")) {
+        badge.after(el("span", { id: "state-changed", class: "muted", text: " (since this page opened: reload it for the buttons that go with it)" }));
+      }
     }
     for (const [id, c] of Object.entries(counts)) {
       const cells = document.getElementById(`step-${id}`)?.querySelectorAll("td.num") ?? [];
