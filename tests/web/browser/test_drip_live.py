@@ -22,6 +22,14 @@ from tests.web.browser.drip_setup import TeamApi
 from tests.web.browser.test_accessibility import violations
 
 
+# Whether a step is wholly inside the drawing's scrolling frame.
+IN_FRAME = """(b) => {
+  const frame = b.closest(".canvas-wrap").getBoundingClientRect();
+  const box = b.getBoundingClientRect();
+  return box.top >= frame.top && box.bottom <= frame.bottom;
+}"""
+
+
 def step(page: Page, node_id: str) -> Any:
     return page.locator(f'.bnode[data-node="{node_id}"]')
 
@@ -208,6 +216,7 @@ def test_a_test_run_for_typed_facts_lists_and_draws_the_path(
     expect(tester.locator("#simulate-outcome")).to_have_text("Completes the campaign.")
     expect(step(page, "tips")).to_have_class(_has("here"))
     expect(step(page, "nudge")).not_to_have_class(_has("on-path"))
+    assert step(page, "tips").evaluate(IN_FRAME)  # the drawing's frame scrolled to it
     session.screenshot("drip-live-simulate")
 
     # Not opened: the other branch.

@@ -90,6 +90,16 @@ export function startLive(ctx) {
     path = { visited: new Set(nodeIds), pairs, current };
     ctx.rerender();
     clearButtons();
+    reveal(current);
+  }
+
+  // Scrolls the drawing's frame, not the page, to where the path ends.
+  function reveal(id) {
+    const button = id && ctx.canvas.querySelector(`.bnode[data-node="${CSS.escape(id)}"]`);
+    const frame = ctx.canvas.closest(".canvas-wrap");
+    if (!button || !frame) return;
+    const top = button.getBoundingClientRect().top - frame.getBoundingClientRect().top;
+    if (top < 0 || top + button.offsetHeight > frame.clientHeight) frame.scrollTop += top - 16;
   }
 
   function clear() {
