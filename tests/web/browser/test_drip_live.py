@@ -21,7 +21,6 @@ from tests.web.browser.conftest import Session
 from tests.web.browser.drip_setup import TeamApi
 from tests.web.browser.test_accessibility import violations
 
-
 # Whether a step is wholly inside the drawing's scrolling frame.
 IN_FRAME = """(b) => {
   const frame = b.closest(".canvas-wrap").getBoundingClientRect();
