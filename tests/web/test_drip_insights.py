@@ -275,7 +275,13 @@ def test_the_page_simulates_as_the_api_does_and_a_viewer_may_not(
     refused = json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": {"opened": ["t"]}})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"] == "facts.opened"
-    assert json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": 1}).status_code == 400
+    malformed = json_post(editor, f"/drips/{campaign_id}/simulate", {"facts": 1})
+    assert malformed.status_code == 400
+    assert malformed.json()["errors"][0]["field"] == "facts"
+    zone = {"facts": {"timezone": "Mars/Base"}}
+    unknown = json_post(editor, f"/drips/{campaign_id}/simulate", zone)
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"][0]["field"] == "facts.timezone"
     viewer = signed_in(Role.VIEWER)
     assert json_post(viewer, f"/drips/{campaign_id}/simulate", body).status_code == 403
 

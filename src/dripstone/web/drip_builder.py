@@ -22,7 +22,7 @@ from dripstone.subscribers import lists
 from dripstone.users.service import Action
 from dripstone.web.auth import Editor, Viewer
 from dripstone.web.forms import errors_of, typed
-from dripstone.web.templating import render
+from dripstone.web.templating import asset_url, render
 
 router = APIRouter()
 
@@ -56,31 +56,31 @@ def builder_data(scope: AccountScope, viewer: Viewer, campaign: DripCampaign) ->
         "state": campaign.state,
         "editable": viewer.may(Action.EDIT_CONTENT),
         "save_url": f"/drips/{campaign.uuid}/graph",
+        "base_url": f"/drips/{campaign.uuid}",
+        "live_url": asset_url("builder-live.js"),
         "csrf_token": viewer.csrf_token,
     }
 
 
-def _refusal(exc: DripstoneError | ValidationError) -> JSONResponse:
+def refusal_errors(exc: DripstoneError | ValidationError) -> list[dict[str, Any]]:
     """The service's refusal as the editor shows it: on the node it names, if any."""
     if isinstance(exc, ValidationError):
-        found = [
+        return [
             {"node_id": None, "field": field, "message": message}
             for field, message in errors_of(exc).items()
         ]
-    else:
-        details = exc.details
-        path = details.get("path")
-        message = exc.message.removeprefix(NODES_PREFIX)
-        if path:
-            message = message.removeprefix(f"{path}: ")
-        found = [
-            {
-                "node_id": details.get("node"),
-                "field": path or details.get("field"),
-                "message": message,
-            }
-        ]
-    return JSONResponse({"errors": found}, status_code=422)
+    details = exc.details
+    path = details.get("path")
+    message = exc.message.removeprefix(NODES_PREFIX)
+    if path:
+        message = message.removeprefix(f"{path}: ")
+    return [
+        {"node_id": details.get("node"), "field": path or details.get("field"), "message": message}
+    ]
+
+
+def _refusal(exc: DripstoneError | ValidationError) -> JSONResponse:
+    return JSONResponse({"errors": refusal_errors(exc)}, status_code=422)
 
 
 @router.put("/drips/{campaign_id}/graph", include_in_schema=False)

@@ -8,6 +8,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
+from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dripstone.drips import builder, campaigns, report
@@ -16,6 +17,7 @@ from dripstone.drips.schemas import MAX_GRAPH_LENGTH, SimulateBody
 from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
 from dripstone.web.auth import Editor, SignedIn
+from dripstone.web.drip_builder import refusal_errors
 from dripstone.web.drips import campaigns_page
 from dripstone.web.forms import errors_of, typed
 
@@ -24,15 +26,11 @@ router = APIRouter()
 WAITING_PER_PAGE = 50
 
 
-def refused(exc: DripstoneError) -> JSONResponse:
-    """A refusal as the page's scripts read it: each error names its node and field."""
-    details = exc.details
-    error = {
-        "node_id": details.get("node"),
-        "field": details.get("path") or details.get("field"),
-        "message": exc.message,
-    }
-    return JSONResponse({"errors": [error]}, status_code=exc.status)
+def refused(exc: DripstoneError | ValidationError) -> JSONResponse:
+    """A refusal as the page's scripts read it, the editor's save's way: each error names its
+    node and field. A body the route cannot take is a 400, as the API answers it."""
+    status = 400 if isinstance(exc, ValidationError) else exc.status
+    return JSONResponse({"errors": refusal_errors(exc)}, status_code=status)
 
 
 @router.post("/drips/{campaign_id}/edit-preview", include_in_schema=False)
@@ -123,12 +121,16 @@ def enrollment_path(
 
 @router.post("/drips/{campaign_id}/simulate", include_in_schema=False)
 def simulate(
-    campaign_id: str, body: SimulateBody, viewer: Editor, session: ReadSession
+    campaign_id: str,
+    viewer: Editor,
+    session: ReadSession,
+    body: Annotated[dict[str, Any], Body()],
 ) -> Response:
     scope = viewer.scope(session)
     try:
-        run = simulation(scope, campaigns.get_campaign(scope, campaign_id), body)
-    except DripstoneError as exc:
+        asked = SimulateBody.model_validate(body)
+        run = simulation(scope, campaigns.get_campaign(scope, campaign_id), asked)
+    except (DripstoneError, ValidationError) as exc:
         return refused(exc)
     return JSONResponse({"data": run.model_dump(mode="json")})
 

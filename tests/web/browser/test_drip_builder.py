@@ -86,6 +86,26 @@ def welcome_series(mailings: dict[str, str]) -> tuple[dict[str, tuple[str, Any]]
     return steps, edges
 
 
+# The pairs of steps whose boxes on the page overlap.
+OVERLAPPING = """() => {
+  const boxes = [...document.querySelectorAll(".bnode")]
+    .map((b) => [b.dataset.node, b.getBoundingClientRect()]);
+  const pairs = [];
+  for (const [i, [a, p]] of boxes.entries()) {
+    for (const [b, q] of boxes.slice(i + 1)) {
+      const apart = p.right <= q.left || q.right <= p.left || p.bottom <= q.top
+        || q.bottom <= p.top;
+      if (!apart) pairs.push([a, b]);
+    }
+  }
+  return pairs;
+}"""
+
+
+def changed(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"drip_campaign": {"drip_campaign_nodes": graph(nodes, edges)}}
+
+
 def step(page: Page, node_id: str) -> Any:
     return page.locator(f'.bnode[data-node="{node_id}"]')
 
@@ -112,7 +132,7 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     api = TeamApi(session.base_url, session.team)
     _, mailings = mailings_and_list(api)
     page = session.go("/drips")
-    page.get_by_label("Name").fill("Welcome series")
+    page.get_by_role("form", name="New drip campaign").get_by_label("Name").fill("Welcome series")
     page.get_by_role("button", name="Create and open the builder").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Welcome series")
     campaign_id = page.url.rsplit("/", 1)[1]
@@ -140,6 +160,7 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     panel(page).get_by_label("Mailing").select_option(label="Did you see this?")
     drag(page, step(page, "condition_1").locator('[data-handle="no"]'), step(page, "email_3"))
     expect(page.locator("g.link")).to_have_count(5)
+    assert page.evaluate(OVERLAPPING) == []
     # Moving a step keeps it where it was put.
     step(page, "email_3").scroll_into_view_if_needed()
     before = step(page, "email_3").bounding_box()
@@ -148,6 +169,7 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     page.mouse.move(before["x"] + 280, before["y"] + 40, steps=6)
     page.mouse.up()
     expect(page.locator("#builder-status")).to_have_text("Unsaved changes")
+    assert page.evaluate(OVERLAPPING) == []
     assert page.evaluate(LEAVING)  # leaving the page now asks first
     session.screenshot("drip-builder-mouse-built")
 
@@ -162,6 +184,7 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     # Opened again, it is the same series, laid out from the trigger down.
     page.reload()
     expect(page.locator(".bnode")).to_have_count(6)
+    assert page.evaluate(OVERLAPPING) == []
     trigger_box = step(page, "trigger").bounding_box()
     assert all(step(page, n).bounding_box()["y"] > trigger_box["y"] for n in ("email_1", "email_2"))
     assert violations(page) == []
@@ -367,4 +390,47 @@ def test_every_kind_of_step_is_edited_in_the_panel_into_data_the_server_takes(
         ("condition_1", "exit_1", "yes"),
         ("condition_1", "email_1", "no"),
     }
+    api.close()
+
+
+def test_a_step_placed_by_hand_is_never_covered_by_one_laid_out(
+    dashboard: Callable[..., Session],
+) -> None:
+    session = dashboard(Role.EDITOR)
+    api = TeamApi(session.base_url, session.team)
+    list_id, mailings = mailings_and_list(api)
+    welcome, tips, nudge = (mailings[s] for s in SUBJECTS)
+    nodes = [
+        node("t", "trigger"),
+        node("welcome", "email", campaign_mailing_id=welcome),
+        node("opened", "condition", check="opened", node="welcome"),
+        node("tips", "email", campaign_mailing_id=tips),
+        node("nudge", "email", campaign_mailing_id=nudge),
+    ]
+    edges = [
+        edge("t", "welcome"),
+        edge("welcome", "opened"),
+        edge("opened", "tips", "yes"),
+        edge("opened", "nudge", "no"),
+    ]
+    campaign_id = empty_campaign(api, list_id, "Placed by hand")
+    page = session.go(f"/drips/{campaign_id}")
+    # All steps are laid out; then "nudge" is put by hand just where "tips" was laid out.
+    api.call("PUT", f"/drip_campaigns/{campaign_id}", changed(nodes, edges))
+    page.reload()
+    spot = step(page, "tips").evaluate("b => ({x: b.offsetLeft, y: b.offsetTop})")
+    nodes[4]["position"] = spot
+    api.call("PUT", f"/drip_campaigns/{campaign_id}", changed(nodes, edges))
+    page.reload()
+    expect(page.locator(".bnode")).to_have_count(5)
+    assert step(page, "nudge").evaluate("b => ({x: b.offsetLeft, y: b.offsetTop})") == spot
+    assert page.evaluate(OVERLAPPING) == []
+    # Steps added after the condition's branches land clear of both.
+    step(page, "tips").click()
+    page.get_by_role("button", name="Exit", exact=True).click()
+    step(page, "nudge").click()
+    page.get_by_role("button", name="Delay", exact=True).click()
+    expect(page.locator(".bnode")).to_have_count(7)
+    assert page.evaluate(OVERLAPPING) == []
+    session.screenshot("drip-builder-placed-by-hand")
     api.close()

@@ -10,9 +10,11 @@ const panel = document.getElementById("builder-panel");
 const statusLine = document.getElementById("builder-status");
 const errorBox = document.getElementById("builder-errors");
 const editable = data.editable;
+const { startLive } = await import(data.live_url);
 
 const WIDTH = 220;
-const HEIGHT = 78;
+const HEIGHT = 104;
+const GAP = 24; // the least room between two steps
 const MARGIN = 8;
 const KINDS = {
   trigger: "Trigger", email: "Email", delay: "Delay", wait_until: "Wait until",
@@ -119,15 +121,29 @@ function layOut() {
     const placed = g.node(node.id);
     laidOut[node.id] = { x: placed.x - WIDTH / 2, y: placed.y - HEIGHT / 2 };
   }
+  // dagre knows nothing of the steps put somewhere by hand: a laid-out step that would land
+  // on one moves right until it is clear of every step placed so far.
+  const taken = graph.nodes.filter(ownPosition).map((n) => n.position);
+  for (const node of graph.nodes) {
+    if (ownPosition(node)) continue;
+    const spot = laidOut[node.id];
+    for (let hit = overlap(spot, taken); hit; hit = overlap(spot, taken)) spot.x = hit.x + WIDTH + GAP;
+    taken.push(spot);
+  }
+}
+
+const overlap = (a, boxes) =>
+  boxes.find((b) => Math.abs(a.x - b.x) < WIDTH + GAP / 2 && Math.abs(a.y - b.y) < HEIGHT + GAP / 2);
+
+function ownPosition(node) {
+  const p = node.position;
+  return Boolean(p && Number.isFinite(p.x) && Number.isFinite(p.y) && !piled.has(`${p.x},${p.y}`));
 }
 
 // A step keeps its own position, unless another step has the very same one (a program that
 // wrote {x: 0, y: 0} everywhere): piled-up steps are laid out instead.
 function place(node) {
-  const p = node.position;
-  if (p && Number.isFinite(p.x) && Number.isFinite(p.y) && !piled.has(`${p.x},${p.y}`)) {
-    return { x: p.x, y: p.y };
-  }
+  if (ownPosition(node)) return { x: node.position.x, y: node.position.y };
   return laidOut[node.id] ?? { x: MARGIN, y: MARGIN };
 }
 
@@ -190,7 +206,7 @@ function render(rebuildPanel = false) {
   findPiled();
   layOut();
   for (const old of canvas.querySelectorAll(".bnode")) old.remove();
-  for (const old of arrows.querySelectorAll("g.link")) old.remove();
+  for (const old of arrows.querySelectorAll("g.link, text.link-label")) old.remove();
   if (!nodeOf(focusId)) focusId = selected?.node ?? graph.nodes[0]?.id ?? null;
   let width = 0;
   let height = 0;
@@ -204,12 +220,15 @@ function render(rebuildPanel = false) {
   canvas.style.height = `${height}px`;
   arrows.setAttribute("width", width);
   arrows.setAttribute("height", height);
+  const labels = [];
   graph.edges.forEach((edge, index) => {
-    const link = drawEdge(edge, index);
+    const link = drawEdge(edge, index, labels);
     if (link) arrows.append(link);
   });
+  arrows.append(...labels); // over every arrow, so none hides a label
   renderPanel(rebuildPanel);
   renderStatus();
+  live.rendered();
   if (focused) focusNode(nodeOf(focused) ? focused : focusId);
 }
 
@@ -238,7 +257,7 @@ function drawNode(node, x, y) {
     "button",
     {
       type: "button",
-      class: `bnode kind-${node.type}${isSelected ? " selected" : ""}${problem.length ? " invalid" : ""}`,
+      class: `bnode kind-${node.type}${isSelected ? " selected" : ""}${problem.length ? " invalid" : ""}${live.nodeClass(node.id)}`,
       "data-node": node.id,
       tabindex: node.id === focusId ? "0" : "-1",
       "aria-pressed": isSelected ? "true" : "false",
@@ -252,6 +271,7 @@ function drawNode(node, x, y) {
   );
   button.style.left = `${x}px`;
   button.style.top = `${y}px`;
+  live.decorate(button, node);
   if (editable) {
     for (const handle of handlesOf(node)) {
       const dot = el("span", {
@@ -272,7 +292,7 @@ function curve(sx, sy, tx, ty) {
   return `M ${sx} ${sy} C ${sx} ${sy + bend}, ${tx} ${ty - bend}, ${tx} ${ty}`;
 }
 
-function drawEdge(edge, index) {
+function drawEdge(edge, index, labels) {
   const source = nodeOf(edge.source);
   const target = nodeOf(edge.target);
   if (!source || !target) return null;
@@ -282,17 +302,18 @@ function drawEdge(edge, index) {
   const tx = place(target).x + WIDTH / 2;
   const ty = place(target).y;
   const d = curve(sx, sy, tx, ty);
-  const group = svg("g", { class: `link${selected?.edge === index ? " selected" : ""}`, "data-edge": index });
+  const group = svg("g", { class: `link${selected?.edge === index ? " selected" : ""}${live.edgeClass(edge)}`, "data-edge": index });
   group.append(svg("path", { class: "link-hit", d }));
   group.append(svg("path", { class: "link-line", d, "marker-end": "url(#builder-head)" }));
   if (handle) {
     // The first branch is labelled on its left, the second on its right: never on the arrow.
     const first = handleOrder(source).indexOf(handle) === 0;
     const label = svg("text", {
-      class: "link-label", x: first ? sx - 6 : sx + 6, y: sy + 16, "text-anchor": first ? "end" : "start",
+      class: "link-label", x: first ? sx - 8 : sx + 8, y: sy + 18, "text-anchor": first ? "end" : "start",
+      "data-edge": index,
     });
     label.textContent = handle;
-    group.append(label);
+    labels.push(label);
   }
   return group;
 }
@@ -464,6 +485,8 @@ function renderNodePanel(node) {
     add(el("p", { class: "hint", text: "An explicit end: nothing follows." }));
   }
   renderConnections(node);
+  const here = live.panelExtras(node);
+  if (here) panel.append(here);
   if (editable && node.type !== "trigger") {
     panel.append(el("div", { class: "actions" }, el("button", {
       type: "button", class: "danger", "data-key": "delete-node", text: "Delete step",
@@ -617,13 +640,11 @@ function focusNode(id) {
 }
 
 // --- saving ---------------------------------------------------------------------------------
-const LIVE = "This campaign is running: the new steps apply at once, and whoever waits at a removed step moves on to the step that replaced it, or leaves. Save?";
-
 async function save() {
-  if (data.state !== "draft" && !window.confirm(LIVE)) return;
-  statusLine.textContent = "Saving…";
   let answer;
   try {
+    if (!(await live.confirmSave(graph))) return;
+    statusLine.textContent = "Saving…";
     answer = await fetch(data.save_url, {
       method: "PUT",
       headers: { "content-type": "application/json", "x-csrf-token": data.csrf_token },
@@ -821,6 +842,13 @@ window.addEventListener("beforeunload", (event) => {
 const zones = el("datalist", { id: "builder-zones" });
 for (const zone of data.time_zones) zones.append(el("option", { value: zone }));
 root.append(zones);
+
+const live = startLive({
+  data, el, nodeOf, nameOf, canvas, root, showProblems,
+  graph: () => graph,
+  savedGraph: () => JSON.parse(saved),
+  rerender: () => render(),
+});
 
 document.querySelector(".graph-wrap")?.setAttribute("hidden", "");
 root.hidden = false;
