@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import re2
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     Engine,
     ForeignKey,
@@ -21,11 +23,15 @@ from sqlalchemy import (
     MetaData,
     Select,
     String,
+    any_,
     event,
+    func,
+    literal,
     select,
     text,
 )
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -143,6 +149,19 @@ M = TypeVar("M")
 
 
 RowLock = Literal["share", "change"]
+
+
+def among(dialect: Dialect, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """`column IN ids` with the ids bound as one value (a JSON array on SQLite, an array on
+    PostgreSQL): any number of them, and nothing compiled per id.
+
+    Drive a query on a table by its ids with this alone, not beside `account_id = ?`: with
+    no statistics, SQLite takes the account's index for the more selective term, and scans
+    the whole account for each query."""
+    if dialect.name == "postgresql":
+        return column == any_(literal(list(ids), ARRAY(BigInteger())))
+    each = func.json_each(literal(json.dumps(list(ids)))).table_valued("value")
+    return column.in_(select(each.c.value))  # type: ignore[no-any-return]
 
 
 def locked(stmt: Select[Any], lock: RowLock | None) -> Select[Any]:

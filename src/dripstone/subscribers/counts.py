@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
+from dripstone.db import among
 from dripstone.subscribers.models import ListCount, Subscriber, Subscription, SubscriptionList
 from dripstone.subscribers.rows import chunks
 
@@ -73,35 +74,34 @@ def _default_list_id(connection: Connection, account_id: int) -> int:
     ).scalar_one()
 
 
-def _shares(connection: Connection, account_id: int, subscriber_ids: Sequence[int]) -> Changes:
-    """What these subscribers add to each count: the default list, and every list they are
-    subscribed to."""
+def _shares(
+    connection: Connection, account_id: int, subscriber_ids: Sequence[int], *, on_lists: bool = True
+) -> Changes:
+    """What these subscribers of the account add to each count: the default list and, unless
+    `on_lists` is false (they were just created), every list they are subscribed to."""
     shares = Changes.none()
     if not subscriber_ids:
         return shares
     everyone = _default_list_id(connection, account_id)
-    for chunk in chunks(subscriber_ids):
-        members, reachable = connection.execute(
-            select(func.count(), _reached()).where(
-                Subscriber.account_id == account_id, Subscriber.id.in_(chunk)
-            )
-        ).one()
-        shares.members[everyone] += members
-        shares.reachable[everyone] += reachable
-        on_lists = connection.execute(
-            select(Subscription.subscription_list_id, func.count(), _reached())
-            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-            .where(
-                Subscriber.account_id == account_id,
-                Subscription.subscriber_id.in_(chunk),
-                Subscription.subscription_list_id.is_not(None),
-                Subscription.unsubscribed_at.is_(None),
-            )
-            .group_by(Subscription.subscription_list_id)
+    ids = among(connection.dialect, Subscriber.id, subscriber_ids)
+    members, reachable = connection.execute(select(func.count(), _reached()).where(ids)).one()
+    shares.members[everyone] += members
+    shares.reachable[everyone] += reachable
+    if not on_lists:
+        return shares
+    listed = connection.execute(
+        select(Subscription.subscription_list_id, func.count(), _reached())
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(
+            ids,
+            Subscription.subscription_list_id.is_not(None),
+            Subscription.unsubscribed_at.is_(None),
         )
-        for list_id, members, reachable in on_lists:
-            shares.members[list_id] += members
-            shares.reachable[list_id] += reachable
+        .group_by(Subscription.subscription_list_id)
+    )
+    for list_id, members, reachable in listed:
+        shares.members[list_id] += members
+        shares.reachable[list_id] += reachable
     return shares
 
 
@@ -141,8 +141,22 @@ def changing(
 
 
 def added(db: Session | Connection, account_id: int, subscriber_ids: Sequence[int]) -> None:
-    """Count subscribers just created."""
-    _record(db, _shares(_connection(db), account_id, subscriber_ids))
+    """Count subscribers just created, before they join any list but the default."""
+    _record(db, _shares(_connection(db), account_id, subscriber_ids, on_lists=False))
+
+
+def joined(db: Session | Connection, list_id: int, subscriber_ids: Sequence[int]) -> None:
+    """Count subscribers who have just joined a list they were not on (a new subscription
+    row each). On PostgreSQL, writing their rows locked the subscribers as `changing` does."""
+    if not subscriber_ids:
+        return
+    if isinstance(db, Session):
+        db.flush()
+    connection = _connection(db)
+    reachable = connection.execute(
+        select(_reached()).where(among(connection.dialect, Subscriber.id, subscriber_ids))
+    ).scalar_one()
+    _record(db, Changes(Counter({list_id: len(subscriber_ids)}), Counter({list_id: reachable})))
 
 
 def _record(db: Session | Connection, changes: Changes) -> None:

@@ -401,7 +401,8 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     if payload["list_id"] is not None:
         target = session.get(SubscriptionList, payload["list_id"])
         if target is not None:
-            join(scope, target, [*added.values(), *existing.values()])
+            join(scope, target, list(added.values()), created=True)
+            join(scope, target, list(existing.values()))
     rejected.sort()
     if rejected:
         payload["rejected_bytes"] = _write_rejected(payload, rejected)

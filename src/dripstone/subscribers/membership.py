@@ -36,28 +36,41 @@ def record_joins(scope: AccountScope, list_id: int, subscriber_ids: Sequence[int
     )
 
 
-def join(scope: AccountScope, lst: SubscriptionList, subscriber_ids: Sequence[int]) -> list[int]:
+def join(
+    scope: AccountScope,
+    lst: SubscriptionList,
+    subscriber_ids: Sequence[int],
+    *,
+    created: bool = False,
+) -> list[int]:
     """Add subscribers to a list they are not on; returns who was added (and records events).
-    Members who unsubscribed from it stay unsubscribed: only an explicit subscribe re-adds them."""
+    Members who unsubscribed from it stay unsubscribed: only an explicit subscribe re-adds them.
+    With `created`, the subscribers were created in this transaction, so none is on the list."""
     if lst.is_default or not subscriber_ids:
         return []
     now = clock.now()
-    with counts.changing(scope.session, scope.account_id, subscriber_ids):
+    rows = list(zip(new_uuids(len(subscriber_ids)), subscriber_ids, strict=True))
+    same = {
+        "account_id": scope.account_id,
+        "subscription_list_id": lst.id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if created:
+        insert_rows(scope.session, Subscription, ("uuid", "subscriber_id"), rows, same=same)
+        added = list(subscriber_ids)
+    else:
         inserted = insert_rows(
             scope.session,
             Subscription,
             ("uuid", "subscriber_id"),
-            list(zip(new_uuids(len(subscriber_ids)), subscriber_ids, strict=True)),
-            same={
-                "account_id": scope.account_id,
-                "subscription_list_id": lst.id,
-                "created_at": now,
-                "updated_at": now,
-            },
+            rows,
+            same=same,
             skip_clashes_on=("subscription_list_id", "subscriber_id"),
             returning=("subscriber_id",),
         )
-    added = [sid for (sid,) in inserted]
+        added = [sid for (sid,) in inserted]
+    counts.joined(scope.session, lst.id, added)
     record_joins(scope, lst.id, added)
     return added
 
