@@ -158,10 +158,13 @@ def among(dialect: Dialect, column: Any, ids: Sequence[int]) -> ColumnElement[bo
     Drive a query on a table by its ids with this alone, not beside `account_id = ?`: with
     no statistics, SQLite takes the account's index for the more selective term, and scans
     the whole account for each query."""
+    clause: ColumnElement[bool]
     if dialect.name == "postgresql":
-        return column == any_(literal(list(ids), ARRAY(BigInteger())))
-    each = func.json_each(literal(json.dumps(list(ids)))).table_valued("value")
-    return column.in_(select(each.c.value))  # type: ignore[no-any-return]
+        clause = column == any_(literal(list(ids), ARRAY(BigInteger())))
+    else:
+        each = func.json_each(literal(json.dumps(list(ids)))).table_valued("value")
+        clause = column.in_(select(each.c.value))
+    return clause
 
 
 def locked(stmt: Select[Any], lock: RowLock | None) -> Select[Any]:
