@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import uuid
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -95,14 +95,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def new_uuid() -> str:
-    return str(uuid.uuid4())
+    return new_uuids(1)[0]
 
 
 def new_uuids(count: int) -> list[str]:
-    """`count` UUIDs as `new_uuid` makes them (random, version 4), made together: a bulk write
-    needs one a row, and `uuid.uuid4` costs more than writing the row."""
+    """`count` UUIDs of version 7 (RFC 9562): the time in milliseconds, then 74 random bits.
+    Ordered by time, the ids of rows written together fall in one corner of the index on
+    them, not on a page each: a large import touches a few pages where it touched thousands.
+    Made together because a bulk write needs one a row, and `uuid` makes them one at a time."""
     raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])
+    stamp = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    for position, byte in enumerate(stamp):
+        raw[position::16] = bytes((byte,)) * count
+    raw[6::16] = bytes(b & 0x0F | 0x70 for b in raw[6::16])
     raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])
     h = raw.hex()
     return [
