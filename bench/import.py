@@ -3,8 +3,8 @@
     .venv/bin/python bench/import.py [--rows 1000000] [--postgres-url postgresql://...]
 
 Without --postgres-url the database is SQLite in a temporary directory. Prints the file's
-size, rows/s (the whole-file check included) and this process's RSS as the import goes, then
-its peak RSS.
+size, rows/s (the whole-file check included) and the RSS of this process and of the import's
+reader process as the import goes, then their peaks.
 """
 
 from __future__ import annotations
@@ -45,11 +45,21 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> None:
             )
 
 
-def rss_mb(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(field: str = "VmRSS", pid: str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def reader_rss_mb(field: str = "VmRSS") -> float:
+    """The RSS of this process's children: the import's reader process."""
+    children = [
+        pid
+        for task in Path("/proc/self/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    return sum(rss_mb(field, pid) for pid in children)
 
 
 def main() -> None:
@@ -96,7 +106,7 @@ def main() -> None:
                 seen = running.done + running.failed
             print(
                 f"  {seen:>9,} rows  {seen / (time.perf_counter() - started):>8,.0f}/s"
-                f"  RSS {rss_mb():6.1f} MB"
+                f"  RSS {rss_mb():6.1f} MB (reader {reader_rss_mb():5.1f} MB)"
             )
         elapsed = time.perf_counter() - started
         with database.read_sessions() as session:
@@ -107,7 +117,7 @@ def main() -> None:
         print(f"  counts: {counts}")
         print(
             f"result: {args.rows / elapsed:,.0f} rows/s ({elapsed:.1f} s); "
-            f"peak RSS {rss_mb('VmHWM'):.1f} MB"
+            f"peak RSS {rss_mb('VmHWM'):.1f} MB, reader {reader_rss_mb('VmHWM'):.1f} MB"
         )
 
 

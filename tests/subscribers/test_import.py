@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dripstone import db
+from dripstone.subscribers import importing
 from dripstone.subscribers.models import CustomFieldValue
 from tests.conftest import Api
 from tests.subscribers.helpers import (
@@ -221,3 +222,37 @@ def test_rejected_rows_of_another_account_or_kind_of_job_are_not_found(
     job = import_csv(api, "email\nbad\n")
     assert_error(other_api.get(f"/subscribers_import/{job['jid']}/rejected"), 404, field="jid")
     assert_error(api.get("/subscribers_import/nope/rejected"), 404, field="jid")
+
+
+def _places(tmp_path: Path) -> tuple[importing._Where, importing._Where]:
+    source = tmp_path / "people.csv"
+    rows = [f"p{n}@example.com,First{n},+1415555{n:04d},gold" for n in range(30)]
+    source.write_text("email,first_name,phone_number,plan\n" + "\n".join(rows) + "\n")
+    columns = ("email", "first_name", "phone_number", "custom.plan")
+    first = importing._Where(
+        str(source), len("email,first_name,phone_number,plan\n"), 1, columns, 10
+    )
+    after = importing._read_at(first)
+    return first, first._replace(offset=after.cursor, line=after.next_line)
+
+
+def test_a_batch_read_ahead_in_the_reader_process_is_the_batch_read_here(tmp_path: Path) -> None:
+    _first, second = _places(tmp_path)
+    importing._read_ahead("job-1", second)
+    place, future = importing._ahead["job-1"]
+    assert place == second
+    ahead = future.result(timeout=60)
+    assert ahead == importing._read_at(second)
+    assert importing._read("job-1", second) == ahead
+    assert [row.email for row in ahead.good] == [f"p{n}@example.com" for n in range(10, 20)]
+    assert ahead.good[0].custom == {"plan": "gold"}
+    assert ahead.good[0].phone_number == "+14155550010"
+
+
+def test_a_batch_read_ahead_for_another_place_is_not_taken(tmp_path: Path) -> None:
+    # A batch whose transaction failed runs again from where it began, not from where the
+    # batch after it, read ahead, begins.
+    first, second = _places(tmp_path)
+    importing._read_ahead("job-2", second)
+    again = importing._read("job-2", first)
+    assert [row.email for row in again.good] == [f"p{n}@example.com" for n in range(10)]

@@ -8,13 +8,19 @@ the API; rows that fail go, with their line number and reason, to a CSV of rejec
 from __future__ import annotations
 
 import csv
+import logging
+import multiprocessing
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import bindparam, func, select, update
@@ -35,6 +41,8 @@ from dripstone.subscribers.models import CustomFieldValue, Subscriber, Subscript
 from dripstone.subscribers.rows import chunks
 from dripstone.subscribers.schemas import CustomValue, FieldName, Phone
 from dripstone.wire import Email, Name, Strict
+
+log = logging.getLogger(__name__)
 
 IMPORT_JOB = "subscribers_import"
 MAX_IMPORT_ROWS = 1_000_000
@@ -76,6 +84,18 @@ class _Scan:
     header: list[str]
     rows: int
     body_offset: int
+
+
+class _Good(NamedTuple):
+    """A row that passed the API's rules, as plain values: batches read ahead cross processes."""
+
+    line: int
+    email: str
+    phone_number: str | None
+    first_name: str | None
+    last_name: str | None
+    custom: dict[str, str]
+    cells: list[str]
 
 
 def _refuse(message: str, field: str = "file") -> Invalid:
@@ -270,7 +290,7 @@ def _reason(error: ValidationError) -> str:
 
 @dataclass
 class _Batch:
-    good: list[tuple[int, _Row, list[str]]]
+    good: list[_Good]
     rejected: list[tuple[int, str, list[str]]]
     cursor: int
     next_line: int
@@ -279,7 +299,7 @@ class _Batch:
 
 def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size: int) -> _Batch:
     position = [offset]
-    good: list[tuple[int, _Row, list[str]]] = []
+    good: list[_Good] = []
     rejected: list[tuple[int, str, list[str]]] = []
     seen: dict[str, int] = {}
     finished = True
@@ -315,7 +335,17 @@ def _read_batch(path: Path, offset: int, line: int, columns: Sequence[str], size
                     rejected.append((row_line, f"email: also on line {earlier}", cells))
                 else:
                     seen[row.email] = row_line
-                    good.append((row_line, row, cells))
+                    good.append(
+                        _Good(
+                            row_line,
+                            row.email,
+                            row.phone_number,
+                            row.first_name,
+                            row.last_name,
+                            row.custom,
+                            cells,
+                        )
+                    )
             taken += 1
             if taken >= size:
                 finished = False
@@ -348,18 +378,100 @@ def _write_rejected(payload: dict[str, Any], rows: Sequence[tuple[int, str, list
     return path.stat().st_size
 
 
+class _Where(NamedTuple):
+    """Where a batch is in the file, and what is read from there: all a batch depends on."""
+
+    path: str
+    offset: int
+    line: int
+    columns: tuple[str, ...]
+    size: int
+
+
+def _read_at(where: _Where) -> _Batch:
+    return _read_batch(Path(where.path), where.offset, where.line, where.columns, where.size)
+
+
+# Reading and checking a batch costs about as much as writing it; on a machine with a core to
+# spare, a reader process reads the next batch while this one is written.
+_reader_process: ProcessPoolExecutor | None = None
+_ahead: dict[str, tuple[_Where, Future[_Batch]]] = {}
+_ahead_lock = threading.Lock()
+# Imports running at once in this process that can each have a batch read ahead.
+_AHEAD_JOBS = 4
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C stops the server, which stops the reader; the reader itself need not say so.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _reading_process() -> ProcessPoolExecutor | None:
+    global _reader_process
+    if len(os.sched_getaffinity(0)) < 2:
+        return None
+    with _ahead_lock:
+        if _reader_process is None:
+            _reader_process = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_interrupts,
+            )
+        return _reader_process
+
+
+def _read_ahead(job_id: str, where: _Where) -> None:
+    global _reader_process
+    reader = _reading_process()
+    if reader is None:
+        return
+    try:
+        future = reader.submit(_read_at, where)
+    except BrokenProcessPool:  # the reader died: start another for the next batch
+        with _ahead_lock:
+            _reader_process = None
+        return
+    with _ahead_lock:
+        _ahead[job_id] = (where, future)
+        while len(_ahead) > _AHEAD_JOBS:
+            _ahead.pop(next(iter(_ahead)))[1].cancel()
+
+
+def _read(job_id: str, where: _Where) -> _Batch:
+    """The batch at `where`: as read ahead when it was (for this very place), else read here,
+    where whatever is wrong with the file fails the job as it always did."""
+    global _reader_process
+    with _ahead_lock:
+        waiting = _ahead.pop(job_id, None)
+    if waiting is not None:
+        asked, future = waiting
+        if asked == where:
+            try:
+                return future.result()
+            except Exception as exc:  # read again here, where an error is the job's
+                log.warning("import %s: reading ahead failed (%r); reading here", job_id, exc)
+                if isinstance(exc, BrokenProcessPool):
+                    with _ahead_lock:
+                        _reader_process = None
+        future.cancel()
+    return _read_at(where)
+
+
 @job_step(IMPORT_JOB)
 def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     scope = AccountScope(session, job.account_id)
     payload = dict(job.payload)
-    batch = _read_batch(
-        Path(payload["path"]),
+    where = _Where(
+        payload["path"],
         job.cursor,
         payload["line"],
-        payload["columns"],
+        tuple(payload["columns"]),
         batch_size * ROWS_PER_JOB_ROW,
     )
-    by_email = {row.email: (line, row, cells) for line, row, cells in batch.good}
+    batch = _read(job.id, where)
+    if not batch.finished:
+        _read_ahead(job.id, where._replace(offset=batch.cursor, line=batch.next_line))
+    by_email = {row.email: row for row in batch.good}
     existing: dict[str, int] = {}
     for chunk in chunks(list(by_email)):
         found = session.execute(
@@ -371,15 +483,15 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     rejected = list(batch.rejected)
     # Subscribers this import added in an earlier batch: the address is on an earlier line.
     for email in [e for e, sid in existing.items() if sid > payload["first_new_id"]]:
-        line, _row, cells = by_email.pop(email)
-        rejected.append((line, "email: also on an earlier line", cells))
+        row = by_email.pop(email)
+        rejected.append((row.line, "email: also on an earlier line", row.cells))
         del existing[email]
     now = clock.now()
     emails = [email for email in by_email if email not in existing]
     fresh = [
         (public_id, email, row.phone_number, row.first_name, row.last_name)
         for public_id, email in zip(new_uuids(len(emails)), emails, strict=True)
-        for row in (by_email[email][1],)
+        for row in (by_email[email],)
     ]
     added: dict[str, int] = dict(
         insert_rows(
@@ -392,10 +504,10 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
             returning=("email", "id"),
         )
     )
-    add_custom_fields(scope, {sid: by_email[email][1].custom for email, sid in added.items()})
+    add_custom_fields(scope, {sid: by_email[email].custom for email, sid in added.items()})
     updating = payload["existing"] == "update"
     if updating and existing:
-        _update_existing(scope, {sid: by_email[email][1] for email, sid in existing.items()}, now)
+        _update_existing(scope, {sid: by_email[email] for email, sid in existing.items()}, now)
     list_counts.added(session, scope.account_id, list(added.values()))
     record_joins(scope, default_list(scope).id, list(added.values()))
     if payload["list_id"] is not None:
@@ -424,7 +536,7 @@ def _import_batch(session: Session, job: Job, batch_size: int) -> StepResult:
     )
 
 
-def _update_existing(scope: AccountScope, rows: dict[int, _Row], now: Any) -> None:
+def _update_existing(scope: AccountScope, rows: dict[int, _Good], now: Any) -> None:
     """Set the given fields of existing subscribers; cells left empty keep what they hold."""
     params = [
         {
