@@ -347,7 +347,8 @@ class BodySizeLimit:
         """CSV uploads may be far larger than any JSON body."""
         path = scope["path"]
         if scope["method"] == "POST" and (
-            path.endswith("/subscribers_import") or path == web_imports.UPLOAD_PATH
+            path.endswith(("/subscribers_import", "/subscribers_uploads"))
+            or path == web_imports.UPLOAD_PATH
         ):
             return self.max_import_bytes
         return self.max_bytes

@@ -11,7 +11,7 @@ from typing import Any
 from dripstone import db
 from dripstone.subscribers import importing
 from dripstone.subscribers.models import CustomFieldValue
-from tests.conftest import Api
+from tests.conftest import Api, make_account
 from tests.subscribers.helpers import (
     add_list,
     add_subscriber,
@@ -256,3 +256,91 @@ def test_a_batch_read_ahead_for_another_place_is_not_taken(tmp_path: Path) -> No
     importing._read_ahead("job-2", second)
     again = importing._read("job-2", first)
     assert [row.email for row in again.good] == [f"p{n}@example.com" for n in range(10)]
+
+
+def send_upload(api: Api, content: str) -> Any:
+    return api.request(
+        "POST",
+        "/subscribers_uploads",
+        files={"file": ("people.csv", content.encode(), "text/csv")},
+    )
+
+
+def test_a_file_uploaded_first_is_imported_by_its_url_with_a_mapping(
+    api: Api, client: Any, database: db.Database
+) -> None:
+    content = "E-mail,Given name,Plan\nann@example.com,Ann,gold\nbob@example.com,Bob,silver\n"
+    response = send_upload(api, content)
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    url = data["attributes"]["url"]
+    assert url == f"{api.base}/subscribers_uploads/{data['id']}"
+    assert data["attributes"] == {
+        "url": url,
+        "header": ["E-mail", "Given name", "Plan"],
+        "rows": 2,
+        "sample": [["ann@example.com", "Ann", "gold"], ["bob@example.com", "Bob", "silver"]],
+        "suggested_mapping": {"E-mail": "email", "Given name": "first_name", "Plan": "custom.Plan"},
+    }
+    waiting = client.get(url, headers={"authorization": f"Token token={api.key}"})
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["data"] == data
+    assert subscriber_total(database) == 0  # nothing is imported before the import starts
+    members = add_list(api, "Members")
+    mapping = {"E-mail": "email", "Given name": "first_name", "Plan": "custom.plan"}
+    job = import_csv_by(
+        api, upload=f"http://localhost{url}", mapping=mapping, subscription_list_id=members
+    )
+    assert job["counts"] == {"added": 2, "updated": 0, "skipped": 0, "rejected": 0}
+    people = by_email(api)
+    assert people["ann@example.com"]["attributes"]["first_name"] == "Ann"
+    assert custom_of(api, people["bob@example.com"]["id"]) == {"plan": "silver"}
+    for email in ("ann@example.com", "bob@example.com"):
+        assert memberships(api, people[email]["id"]) == {"All contacts": False, "Members": False}
+    # An upload is imported once; it is not waiting any more.
+    again = api.request("POST", "/subscribers_import", data={"upload": data["id"]})
+    assert_error(again, 404, field="upload")
+    assert_error(api.get(f"/subscribers_uploads/{data['id']}"), 404, field="upload")
+
+
+def import_csv_by(api: Api, **fields: Any) -> dict[str, Any]:
+    form = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in fields.items()}
+    response = api.request("POST", "/subscribers_import", data=form)
+    jid = ok(response)["jid"]
+    job: dict[str, Any] = ok(api.get(f"/jobs/{jid}"))
+    assert job["attributes"]["state"] == "succeeded", job
+    return {"jid": jid, **job["attributes"]}
+
+
+def test_an_import_names_a_file_or_an_upload_and_another_accounts_upload_is_not_found(
+    api: Api, client: Any, database: db.Database
+) -> None:
+    assert_error(api.request("POST", "/subscribers_import", data={}), 422, field="file")
+    staged = send_upload(api, "email\nann@example.com\n").json()["data"]
+    both = api.request(
+        "POST",
+        "/subscribers_import",
+        files={"file": ("people.csv", b"email\nbob@example.com\n", "text/csv")},
+        data={"upload": staged["id"]},
+    )
+    assert_error(both, 422, field="file")
+    other = make_account(client, database, "globex", orca=False)
+    assert_error(other.get(f"/subscribers_uploads/{staged['id']}"), 404, field="upload")
+    stolen = other.request(
+        "POST", "/subscribers_import", data={"upload": staged["attributes"]["url"]}
+    )
+    assert_error(stolen, 404, field="upload")
+    assert_error(
+        api.request("POST", "/subscribers_import", data={"upload": "not-an-upload"}),
+        404,
+        field="upload",
+    )
+    assert subscriber_total(database) == 0
+    # The refusals left the upload waiting for its own account.
+    assert import_csv_by(api, upload=staged["id"])["counts"]["added"] == 1
+
+
+def test_an_upload_no_mapping_can_import_is_refused_and_not_kept(api: Api) -> None:
+    response = send_upload(api, "email,name\nann@example.com\n")
+    assert_error(response, 422, field="file")
+    assert "line 2" in response.json()["error"]

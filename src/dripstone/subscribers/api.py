@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic import Field as PydanticField
@@ -31,6 +31,7 @@ from dripstone.subscribers import (
     schemas,
     segments,
     service,
+    staging,
     subscriptions,
 )
 from dripstone.subscribers.models import CustomFieldType, DynamicList, Subscriber, SubscriptionList
@@ -416,12 +417,80 @@ def _mapping(raw: str | None) -> dict[str, str] | None:
 _import_mapping = TypeAdapter(dict[str, str])
 
 
-class ImportForm(BaseModel):
-    """The fields of an import upload (multipart/form-data)."""
+class UploadForm(BaseModel):
+    """An upload of a CSV file to import later (multipart/form-data)."""
 
     model_config = ConfigDict(extra="forbid")
 
     file: UploadFile = PydanticField(description="the CSV file; its first line names the columns")
+
+
+class UploadAttributes(BaseModel):
+    url: str = PydanticField(description="where the upload is; name it as `upload` to import it")
+    header: list[str]
+    rows: int
+    sample: list[list[str]] = PydanticField(description=f"the first {staging.SAMPLE_ROWS} rows")
+    suggested_mapping: dict[str, str] = PydanticField(
+        description="for each column, the field it most likely feeds, as `mapping` takes it"
+    )
+
+
+class UploadData(BaseModel):
+    id: str
+    type: Literal["subscribers_upload"] = "subscribers_upload"
+    attributes: UploadAttributes
+
+
+class UploadEnvelope(BaseModel):
+    data: UploadData
+
+
+def _upload_envelope(scope: AccountScope, staged: staging.StagedUpload, url: str) -> UploadEnvelope:
+    fields = [f.name for f in custom_fields.list_field_types(scope)]
+    suggested = staging.suggested_mapping(staged.header, fields)
+    return UploadEnvelope(
+        data=UploadData(
+            id=staged.token,
+            attributes=UploadAttributes(
+                url=url,
+                header=staged.header,
+                rows=staged.rows,
+                sample=staged.sample,
+                suggested_mapping=dict(zip(staged.header, suggested, strict=True)),
+            ),
+        )
+    )
+
+
+@router.post("/subscribers_uploads", tags=["subscribers"], status_code=201)
+def upload_subscribers(
+    form: Annotated[UploadForm, Form()], scope: WriteScope, request: Request
+) -> UploadEnvelope:
+    """Keep a CSV file, checked whole, to import it later (within a day) by its URL: see its
+    columns and first rows first, then map them."""
+    staged = staging.stage_upload(scope, form.file.file)
+    return _upload_envelope(scope, staged, f"{request.url.path.rstrip('/')}/{staged.token}")
+
+
+@router.get("/subscribers_uploads/{upload_id}", tags=["subscribers"])
+def get_upload(upload_id: str, scope: ReadScope, request: Request) -> UploadEnvelope:
+    """An upload waiting for its import: its columns, rows and suggested mapping."""
+    return _upload_envelope(scope, staging.staged_upload(scope, upload_id), request.url.path)
+
+
+class ImportForm(BaseModel):
+    """The fields of an import (multipart/form-data): the file itself, or an upload's URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: UploadFile | None = PydanticField(
+        None, description="the CSV file; its first line names the columns"
+    )
+    upload: str | None = PydanticField(
+        None,
+        max_length=2000,
+        description="instead of file: the url (or id) of a file sent to /subscribers_uploads",
+    )
     subscription_list_id: str | None = PydanticField(
         None, pattern=UUID_PATTERN, description="a list to add every imported row to"
     )
@@ -438,18 +507,32 @@ class ImportForm(BaseModel):
     )
 
 
+def _upload_id(reference: str) -> str:
+    """The id in an upload's URL (absolute, or its path), or the id itself."""
+    return reference.strip().rstrip("/").rsplit("/subscribers_uploads/", 1)[-1]
+
+
 @router.post("/subscribers_import", tags=["subscribers"])
 def import_subscribers(form: Annotated[ImportForm, Form()], scope: WriteScope) -> JidEnvelope:
-    """Import subscribers from a CSV file in a background job; follow it at /jobs/{jid}."""
+    """Import subscribers from a CSV file in a background job; follow it at /jobs/{jid}. Send
+    the file, or name a file sent to /subscribers_uploads by its URL."""
     options = importing.ImportOptions(
         list_id=form.subscription_list_id, existing=form.existing, mapping=_mapping(form.mapping)
     )
-    upload = importing.keep_upload(form.file.file)
-    try:
-        job = importing.start_import(scope, upload, options, owned=True)
-    except DripstoneError:
-        upload.unlink(missing_ok=True)
-        raise
+    if form.upload is not None and form.file is None:
+        job = staging.start_staged_import(scope, _upload_id(form.upload), options)
+    elif form.file is not None and form.upload is None:
+        upload = importing.keep_upload(form.file.file)
+        try:
+            job = importing.start_import(scope, upload, options, owned=True)
+        except DripstoneError:
+            upload.unlink(missing_ok=True)
+            raise
+    else:
+        raise Invalid(
+            "file: send the CSV file as file, or name an upload with upload (not both)",
+            field="file",
+        )
     return JidEnvelope(data=JidEnvelopeData(jid=job.id))
 
 

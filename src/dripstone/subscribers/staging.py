@@ -111,7 +111,7 @@ def staged_upload(scope: AccountScope, token: str) -> StagedUpload:
     """The account's upload `token` (404 if it is another account's, started or forgotten)."""
     summary = _path(scope, token, ".json") if is_uuid(token) else None
     if summary is None or not summary.exists():
-        raise NotFound(GONE)
+        raise NotFound(GONE, field="upload")
     return StagedUpload(**json.loads(summary.read_text(encoding="utf-8")))
 
 
@@ -126,7 +126,7 @@ def start_staged_import(scope: AccountScope, token: str, options: importing.Impo
             raise FileNotFoundError(token)
         summary.rename(claimed)
     except FileNotFoundError:
-        raise NotFound(GONE) from None
+        raise NotFound(GONE, field="upload") from None
     try:
         job = importing.start_import(scope, _path(scope, token, ".csv"), options, owned=True)
     except BaseException:
