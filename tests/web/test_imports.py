@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -306,17 +307,51 @@ def test_export_of_a_list_has_its_rows_and_neutralises_formulas(
     assert [r[0] for r in csv.reader(io.StringIO(found.text))] == ["email", "out@example.com"]
 
 
-def test_export_refuses_a_malformed_search_and_another_accounts_list(
+def test_export_has_what_the_subscribers_page_shows_for_filter_rows_or_a_dynamic_list(
+    signed_in: Callable[[Role], TestClient], team: Team
+) -> None:
+    client = signed_in(Role.VIEWER)
+    for email, plan in (("ann@example.com", "gold"), ("bob@example.org", "free")):
+        subscriber = {"email": email, "custom_fields": [{"plan": plan}]}
+        _api(client, team, "POST", "/subscribers", json={"subscriber": subscriber})
+    _api(client, team, "POST", "/subscribers", json={"subscriber": {"email": "cy@example.org"}})
+    gold = {"field": "plan", "op": "is", "terms": "gold", "join": "and"}
+    page = client.get("/subscribers", params=gold)
+    link = re.search(r'<a href="(/exports/subscribers\.csv\?[^"]*)" download>', page.text)
+    assert link is not None, page.text
+    rows = list(csv.reader(io.StringIO(client.get(html.unescape(link.group(1))).text)))
+    assert rows == [
+        ["email", "first_name", "last_name", "phone_number", "status", "plan"],
+        ["ann@example.com", "", "", "", "subscribed", "gold"],
+    ]
+    org = _api(
+        client,
+        team,
+        "POST",
+        "/dynamic_lists",
+        json={"dynamic_list": {"name": "Org", "search": "org"}},
+    )["id"]
+    answer = client.get("/exports/subscribers.csv", params={"segment": org})
+    assert sorted(r[0] for r in csv.reader(io.StringIO(answer.text))) == [
+        "bob@example.org",
+        "cy@example.org",
+        "email",
+    ]
+
+
+def test_export_refuses_a_bad_filter_row_and_another_accounts_list(
     signed_in: Callable[[Role], TestClient], database: db.Database, client: TestClient
 ) -> None:
     viewer = signed_in(Role.VIEWER)
-    assert viewer.get("/exports/subscribers.csv", params={"search": "a%"}).status_code == 400
-    assert viewer.get("/exports/subscribers.csv", params={"list": "nope"}).status_code == 400
+    bad = {"field": "plan", "op": "matches_regex", "terms": "(", "join": "and"}
+    refused = viewer.get("/exports/subscribers.csv", params=bad)
+    assert refused.status_code == 422, refused.text
+    assert viewer.get("/exports/subscribers.csv", params={"list": "nope"}).status_code == 422
     other = make_team(database)
     theirs = _api(viewer, other, "POST", "/subscription_lists", json={"name": "Theirs"})["id"]
     answer = viewer.get("/exports/subscribers.csv", params={"list": theirs})
     assert answer.status_code == 422
-    assert "no subscription list" in answer.text
+    assert "no list with this id in this account" in answer.text
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from sqlalchemy.orm import Session
 
 from dripstone.db import AccountScope
 from dripstone.subscribers.models import CustomFieldType, CustomFieldValue, Subscriber
-from dripstone.subscribers.selection import (
-    Selection,
-    SubscriberFilter,
-    selected_ids_after,
-    selection_of,
-)
+from dripstone.subscribers.selection import Selection, selected_ids_after
 
 COLUMNS = ("email", "first_name", "last_name", "phone_number", "status")
 BATCH = 1000
@@ -40,9 +35,8 @@ class SubscriberExport:
         return [*COLUMNS, *(name for _id, name in self.custom_fields)]
 
 
-def plan_export(scope: AccountScope, chosen: SubscriberFilter) -> SubscriberExport:
-    """The export of the chosen subscribers; refusals (a list not the account's) come here,
-    before anything is written out."""
+def plan_export(scope: AccountScope, selection: Selection) -> SubscriberExport:
+    """The export of the selected subscribers, with every custom field the account has."""
     fields = scope.session.execute(
         scope.select(CustomFieldType, CustomFieldType.id, CustomFieldType.name).order_by(
             CustomFieldType.name
@@ -50,7 +44,7 @@ def plan_export(scope: AccountScope, chosen: SubscriberFilter) -> SubscriberExpo
     ).all()
     return SubscriberExport(
         account_id=scope.account_id,
-        selection=selection_of(scope, chosen),
+        selection=selection,
         custom_fields=tuple((field_id, name) for field_id, name in fields),
     )
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dripstone.db import AccountScope
 from dripstone.errors import Invalid
 from dripstone.subscribers import counts
-from dripstone.subscribers.lists import default_list, referenced_list
+from dripstone.subscribers.lists import default_list
 from dripstone.subscribers.models import (
     CustomFieldType,
     CustomFieldValue,
@@ -49,22 +49,6 @@ def selected_list(scope: AccountScope, selection: Selection) -> SubscriptionList
     if selection.list_id is None:
         return default_list(scope)
     return scope.by_id(SubscriptionList, selection.list_id)
-
-
-@dataclass(frozen=True)
-class SubscriberFilter:
-    """Subscribers as a person filters them: a list by its public id (None: all contacts)
-    and a search (words that must each match the email or a name; "" matches everyone)."""
-
-    list_id: str | None = None
-    search: str = ""
-
-
-def selection_of(scope: AccountScope, chosen: SubscriberFilter) -> Selection:
-    """The selection a filter names; a list that is not the account's is refused (422)."""
-    target = referenced_list(scope, chosen.list_id, "list") if chosen.list_id else None
-    list_id = None if target is None or target.is_default else target.id
-    return Selection(list_id=list_id, search=chosen.search or "*")
 
 
 def _escape_like(term: str) -> str:

@@ -17,13 +17,13 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from dripstone import db
 from dripstone.analytics.export import csv_rows
 from dripstone.db import AccountScope
-from dripstone.errors import DripstoneError, NotFound
+from dripstone.errors import DripstoneError, Invalid, NotFound
 from dripstone.http import ReadSession, WriteSession
 from dripstone.jobs.models import Job, JobState
 from dripstone.jobs.service import get_job, recent_jobs
 from dripstone.subscribers import custom_fields, exporting, importing, lists, staging
+from dripstone.web import subscribers as subscribers_pages
 from dripstone.web.auth import Editor, SignedIn
-from dripstone.web.filters import parse_subscriber_filter
 from dripstone.web.forms import FORM, typed
 from dripstone.web.templating import render
 from dripstone.wire import is_uuid
@@ -259,9 +259,15 @@ def exports_page(request: Request, viewer: SignedIn, session: ReadSession) -> Re
 
 @router.get("/exports/subscribers.csv")
 def export_subscribers(request: Request, viewer: SignedIn, session: ReadSession) -> Response:
-    """The chosen subscribers as CSV, streamed: email, names, phone, status, custom fields."""
-    chosen = parse_subscriber_filter(request.query_params)
-    export = exporting.plan_export(viewer.scope(session), chosen)
+    """The chosen subscribers as CSV, streamed: email, names, phone, status, custom fields.
+    Chosen as the subscribers page chooses them: a list or a dynamic list, a search, filter
+    rows."""
+    scope = viewer.scope(session)
+    chosen = subscribers_pages.choose(scope, request.query_params)
+    if chosen.errors:
+        field, message = next(iter(chosen.errors.items()))
+        raise Invalid(f"{field}: {message}", field=field)
+    export = exporting.plan_export(scope, subscribers_pages.selection_of(scope, chosen))
     return StreamingResponse(
         csv_rows(export.header, _streamed(export), lambda row: row),
         media_type="text/csv; charset=utf-8",

@@ -156,7 +156,8 @@ def choose(scope: AccountScope, params: Params) -> Chosen:
     return chosen
 
 
-def _selection(scope: AccountScope, chosen: Chosen) -> Selection:
+def selection_of(scope: AccountScope, chosen: Chosen) -> Selection:
+    """The subscribers a valid choice names (`chosen.errors` empty)."""
     assert chosen.request is not None
     return requested_selection(scope, chosen.request, dynamic=chosen.dynamic)
 
@@ -201,7 +202,7 @@ def subscribers_page(
         try:
             page = subscriber_page(
                 scope,
-                _selection(scope, chosen),
+                selection_of(scope, chosen),
                 limit=PAGE_SIZE,
                 before_id=_keyset(before, "before"),
                 after_id=_keyset(after, "after"),
@@ -264,7 +265,7 @@ def _bulk_context(scope: AccountScope, params: Params) -> tuple[dict[str, Any], 
     }
     if everyone and chosen.request is not None:
         try:
-            context["count"] = count_selected(scope, _selection(scope, chosen))
+            context["count"] = count_selected(scope, selection_of(scope, chosen))
         except DripstoneError as exc:
             context["errors"].update(errors_of(exc))
     elif not everyone and not ids:
