@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from dripstone import db
 from dripstone.accounts import service as accounts
-from dripstone.db import AccountScope, among, new_uuid, new_uuids
+from dripstone.db import AccountScope, among, new_uuid, new_uuids, owned_by
 from dripstone.subscribers.models import Subscriber
 from dripstone.subscribers.schemas import SubscriberCreateFields
 from dripstone.subscribers.service import create_subscriber
@@ -48,3 +49,22 @@ def test_among_selects_the_rows_whose_ids_are_listed(database: db.Database) -> N
             session.scalars(select(Subscriber.id).where(among(dialect, Subscriber.id, []))).all()
             == []
         )
+
+
+def test_rows_named_by_id_are_found_by_id_not_by_reading_the_whole_account(
+    database: db.Database,
+) -> None:
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL plans from its statistics")
+    with database.transaction() as session:
+        account, _key = accounts.create_account(session, "acme")
+        dialect = session.get_bind().dialect
+        for ids in (
+            Subscriber.id.in_([1, 2, 3]),
+            among(dialect, Subscriber.id, [1, 2, 3]),
+            Subscriber.id > 10,
+        ):
+            stmt = select(Subscriber.id).where(owned_by(dialect, Subscriber, account.id), ids)
+            sql = stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            plan = session.execute(text(f"EXPLAIN QUERY PLAN {sql}")).all()
+            assert "USING INTEGER PRIMARY KEY" in plan[0][3], plan

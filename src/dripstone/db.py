@@ -156,6 +156,16 @@ M = TypeVar("M")
 RowLock = Literal["share", "change"]
 
 
+def owned_by(dialect: Dialect, model: Any, account_id: int) -> ColumnElement[bool]:
+    """`model.account_id = account_id` as a guard, for a statement that a list of ids or an
+    id range leads. With no statistics SQLite takes an equality on the account's indexes for
+    the most selective term and reads every row of the account (a quarter of a second a
+    statement at a million subscribers); `likely` tells it what is so: the condition holds
+    for nearly every row there."""
+    condition: ColumnElement[bool] = model.account_id == account_id
+    return func.likely(condition) if dialect.name == "sqlite" else condition
+
+
 def among(dialect: Dialect, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
     """`column IN ids` with the ids bound as one value (a JSON array on SQLite, an array on
     PostgreSQL): any number of them, and nothing compiled per id.
@@ -194,6 +204,10 @@ class AccountScope:
     def select(self, model: type[M], *columns: Any) -> Select[Any]:
         stmt = select(*(columns or (model,)))
         return stmt.where(model.account_id == self.account_id)  # type: ignore[attr-defined]
+
+    def owns(self, model: type[Any]) -> ColumnElement[bool]:
+        """The account's condition, for a statement that other terms lead: see `owned_by`."""
+        return owned_by(self.session.get_bind().dialect, model, self.account_id)
 
     def by_uuid(self, model: type[M], public_id: str, lock: RowLock | None = None) -> M | None:
         """The row with this public id. Text that is not a UUID names nothing and is not

@@ -110,7 +110,7 @@ def set_global_opt_out(
             scope.session.execute(
                 update(Subscriber)
                 .where(
-                    Subscriber.account_id == scope.account_id,
+                    scope.owns(Subscriber),
                     Subscriber.id.in_(chunk),
                     Subscriber.opted_out_on.is_(None)
                     if opted_out

@@ -159,9 +159,12 @@ def membership_condition(list_id: int | None) -> ColumnElement[bool]:
     )
 
 
-def selection_condition(scope: AccountScope, selection: Selection) -> ColumnElement[bool]:
+def selection_condition(
+    scope: AccountScope, selection: Selection, *, by_id: bool = False
+) -> ColumnElement[bool]:
+    """SQL over Subscriber for the selected subscribers; `by_id` when ids lead the query."""
     condition = and_(
-        Subscriber.account_id == scope.account_id,
+        scope.owns(Subscriber) if by_id else Subscriber.account_id == scope.account_id,
         membership_condition(selection.list_id),
         search_condition(selection.search),
         filter_condition(scope, selection.filters),
@@ -185,7 +188,7 @@ def selected_ids_after(
     """The next `limit` selected subscriber ids above `after_id`, in id order."""
     stmt = (
         select(Subscriber.id)
-        .where(selection_condition(scope, selection), Subscriber.id > after_id)
+        .where(selection_condition(scope, selection, by_id=True), Subscriber.id > after_id)
         .order_by(Subscriber.id)
         .limit(limit)
     )

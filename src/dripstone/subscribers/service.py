@@ -198,9 +198,7 @@ def delete_subscribers(scope: AccountScope, internal_ids: Sequence[int]) -> None
     for chunk in chunks(internal_ids):
         with counts.changing(scope.session, scope.account_id, chunk):
             scope.session.execute(
-                delete(Subscriber).where(
-                    Subscriber.account_id == scope.account_id, Subscriber.id.in_(chunk)
-                )
+                delete(Subscriber).where(scope.owns(Subscriber), Subscriber.id.in_(chunk))
             )
 
 
@@ -210,8 +208,8 @@ def resolve_subscribers(scope: AccountScope, public_ids: Sequence[str], field: s
     found: dict[str, int] = {}
     for chunk in chunks(wanted):
         rows = scope.session.execute(
-            scope.select(Subscriber, Subscriber.uuid, Subscriber.id).where(
-                Subscriber.uuid.in_(chunk)
+            select(Subscriber.uuid, Subscriber.id).where(
+                scope.owns(Subscriber), Subscriber.uuid.in_(chunk)
             )
         )
         found.update(rows.all())

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dripstone import clock
@@ -146,7 +146,9 @@ def change_subscriptions(
     by_id = {
         s.id: s
         for chunk in chunks(internal)
-        for s in scope.session.scalars(scope.select(Subscriber).where(Subscriber.id.in_(chunk)))
+        for s in scope.session.scalars(
+            select(Subscriber).where(scope.owns(Subscriber), Subscriber.id.in_(chunk))
+        )
     }
     return [by_id[sid] for sid in internal]
 
