@@ -116,8 +116,13 @@ def main() -> None:
             f" {attributes['subscriber_completed_count']:,} completed"
         )
         client = signed_in(server.base, database_url)
-        for path in (f"/drips/{campaign}/node-counts", f"/drips/{campaign}"):
-            status, median, slowest, whole = time_page(client, path)
+        pages = [
+            (client, path) for path in (f"/drips/{campaign}/node-counts", f"/drips/{campaign}")
+        ]
+        # The pages and the API answer that count every campaign's waiting and completed.
+        pages += [(client, "/drips"), (client, "/"), (api, f"{BASE}/drip_campaigns")]
+        for asked, path in pages:
+            status, median, slowest, whole = time_page(asked, path)
             print(
                 f"  GET {path:<60} {status:>4} server median {median:.1f} ms,"
                 f" slowest {slowest:.1f} ms, whole {whole:.1f} ms"
