@@ -4,7 +4,9 @@ the list reaches (the rule of `delivery.audience.reachable_subscriber`, register
 
 A write that can change who is on a list, or which of them a send reaches, runs inside
 `changing` with the subscribers it touches: their share of every count is taken before and
-after the write, and the difference is added with `n = n + delta`, once per batch. On
+after the write, and the difference is added with `n = n + delta`, once per batch. Two writes
+know their difference without the before: new subscribers (`added`) and new subscription rows
+(`joined`). On
 PostgreSQL their rows are locked first, so two writers changing one subscriber never both
 count the change. A session's differences are written when it commits: the count rows are
 locked last and in list order, so writers queue on them instead of deadlocking. `recount`
