@@ -349,3 +349,19 @@ def test_two_writers_unsubscribing_one_member_at_once_count_it_once(
         subscriptions.change_subscriptions(scope, "unsubscribe", [ids[EMAILS[0]]], [members])
     assert _members(postgres, scope.account_id, members) == 2
     assert_counts_right(postgres, scope.account_id)
+
+
+def test_an_opt_out_while_a_subscriber_joins_a_list_counts_after_the_join(
+    api: Api, postgres: db.Database
+) -> None:
+    members = api.post("/subscription_lists", {"name": "Members"}).json()["data"]["id"]
+    api.post("/subscribers_bulk_create", {"subscribers": [{"email": e} for e in EMAILS[:2]]})
+    ids = {s["attributes"]["email"]: s["id"] for s in api.get("/subscribers").json()["data"]}
+    body = {"subscriber_ids": [ids[EMAILS[0]]]}  # no list: the global opt-out
+    with racing(postgres, lambda: api.post("/subscriptions/unsubscribe", body)) as (session, _):
+        scope = AccountScope(session, account_id(session, "acme"))
+        joining = scope.by_uuid(Subscriber, ids[EMAILS[0]])
+        assert joining is not None
+        membership.join(scope, lists.get_list(scope, members), [joining.id])
+    assert _members(postgres, scope.account_id, members) == 1
+    assert_counts_right(postgres, scope.account_id)

@@ -108,6 +108,8 @@ def _shares(
 
 
 def _lock(connection: Connection, subscriber_ids: Sequence[int]) -> None:
+    """FOR NO KEY UPDATE: writers of the same subscribers queue (an opt-out's UPDATE takes
+    this lock too); rows that merely refer to them (a delivery, a subscription) do not."""
     if connection.dialect.name != "postgresql":
         return  # SQLite has one writer
     for chunk in chunks(sorted(subscriber_ids)):
@@ -147,14 +149,24 @@ def added(db: Session | Connection, account_id: int, subscriber_ids: Sequence[in
     _record(db, _shares(_connection(db), account_id, subscriber_ids, on_lists=False))
 
 
-def joined(db: Session | Connection, list_id: int, subscriber_ids: Sequence[int]) -> None:
+def joined(
+    db: Session | Connection,
+    list_id: int,
+    subscriber_ids: Sequence[int],
+    *,
+    created: bool = False,
+) -> None:
     """Count subscribers who have just joined a list they were not on (a new subscription
-    row each). On PostgreSQL, writing their rows locked the subscribers as `changing` does."""
+    row each). On PostgreSQL they are locked first, as `changing` locks them, so a concurrent
+    opt-out of one of them counts after this; `created` subscribers are this transaction's
+    own and need no lock."""
     if not subscriber_ids:
         return
     if isinstance(db, Session):
         db.flush()
     connection = _connection(db)
+    if not created:
+        _lock(connection, subscriber_ids)
     reachable = connection.execute(
         select(_reached()).where(among(connection.dialect, Subscriber.id, subscriber_ids))
     ).scalar_one()

@@ -70,7 +70,7 @@ def join(
             returning=("subscriber_id",),
         )
         added = [sid for (sid,) in inserted]
-    counts.joined(scope.session, lst.id, added)
+    counts.joined(scope.session, lst.id, added, created=created)
     record_joins(scope, lst.id, added)
     return added
 
