@@ -286,6 +286,26 @@ def test_the_page_simulates_as_the_api_does_and_a_viewer_may_not(
     assert json_post(viewer, f"/drips/{campaign_id}/simulate", body).status_code == 403
 
 
+def test_the_page_simulates_for_a_subscriber_named_by_address(
+    client: TestClient, team: Team, signed_in: Callable[[Role], TestClient]
+) -> None:
+    api = team_api(client, team)
+    campaign_id = branching_campaign(api)
+    editor = signed_in(Role.EDITOR)
+    at = {"facts": {}, "start_at": "2026-05-01T08:00:00Z"}
+    by_id = {"subscriber_id": subscriber_id(api, "alex@example.com"), **at}
+    expected = ok(api.post(f"/drip_campaigns/{campaign_id}/simulate", by_id))
+    typed = {"subscriber_email": " Alex@Example.com ", **at}
+    answer = json_post(editor, f"/drips/{campaign_id}/simulate", typed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    unknown = {"subscriber_email": "nobody@example.com", "facts": {}}
+    refused = json_post(editor, f"/drips/{campaign_id}/simulate", unknown)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "subscriber_email"
+    assert "nobody@example.com" in refused.json()["errors"][0]["message"]
+
+
 @pytest.mark.parametrize("template", sorted(builder.TEMPLATES))
 def test_a_template_makes_a_draft_with_placeholder_mailings_that_can_start(
     client: TestClient, team: Team, signed_in: Callable[[Role], TestClient], template: str

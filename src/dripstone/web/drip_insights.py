@@ -11,11 +11,13 @@ from fastapi import APIRouter, Body, Query, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from dripstone.db import AccountScope
 from dripstone.drips import builder, campaigns, report
 from dripstone.drips.api import simulation
 from dripstone.drips.schemas import MAX_GRAPH_LENGTH, SimulateBody
 from dripstone.errors import DripstoneError, Invalid
 from dripstone.http import ReadSession, WriteSession
+from dripstone.subscribers.models import Subscriber
 from dripstone.web.auth import Editor, SignedIn
 from dripstone.web.drip_builder import refusal_errors
 from dripstone.web.drips import campaigns_page
@@ -119,6 +121,25 @@ def enrollment_path(
     )
 
 
+def _by_address(scope: AccountScope, body: dict[str, Any]) -> dict[str, Any]:
+    """The page may name the subscriber by address (`subscriber_email`) where the API takes
+    an id: the body with the id of the account's subscriber of that address."""
+    if "subscriber_email" not in body:
+        return body
+    asked = dict(body)
+    typed_address = asked.pop("subscriber_email")
+    email = typed_address.strip().lower() if isinstance(typed_address, str) else ""
+    found = scope.session.scalar(
+        scope.select(Subscriber, Subscriber.uuid).where(Subscriber.email == email)
+    )
+    if found is None:
+        raise Invalid(
+            f"subscriber_email: no subscriber {typed_address!r} in this account",
+            field="subscriber_email",
+        )
+    return {**asked, "subscriber_id": found}
+
+
 @router.post("/drips/{campaign_id}/simulate", include_in_schema=False)
 def simulate(
     campaign_id: str,
@@ -128,7 +149,7 @@ def simulate(
 ) -> Response:
     scope = viewer.scope(session)
     try:
-        asked = SimulateBody.model_validate(body)
+        asked = SimulateBody.model_validate(_by_address(scope, body))
         run = simulation(scope, campaigns.get_campaign(scope, campaign_id), asked)
     except (DripstoneError, ValidationError) as exc:
         return refused(exc)

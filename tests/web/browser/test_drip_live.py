@@ -123,7 +123,8 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
     first = side.locator(".who-list button[data-subscriber]").first.text_content()
     side.get_by_role("button", name=f"Test a path for {first}").click()
     tester = page.get_by_role("region", name="Test a path")
-    expect(tester.get_by_label("Subscriber id (optional)")).to_be_focused()
+    named = tester.get_by_label("Subscriber's email address or id (optional)")
+    expect(named).to_be_focused()
     tester.get_by_role("button", name="Run the test").click()
     expect(tester.locator("ol.simulated li")).to_have_count(4)
     assert [s.get_attribute("data-node") for s in tester.locator("ol.simulated li").all()] == [
@@ -132,6 +133,11 @@ def test_counts_follow_the_runner_and_a_live_edit_says_what_it_does(
         "d",
         "b",
     ]
+    # The same run for the subscriber named by their address.
+    tester.locator("#simulate-result").evaluate("box => box.replaceChildren()")
+    named.fill(str(first).upper())
+    tester.get_by_role("button", name="Run the test").click()
+    expect(tester.locator("ol.simulated li")).to_have_count(4)
     expect(step(page, "b")).to_have_class(_has("here"))
     tester.get_by_role("button", name="Clear the highlighted path").click()
 

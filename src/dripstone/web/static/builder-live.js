@@ -258,7 +258,8 @@ export function startLive(ctx) {
     const zone = form.elements.timezone.value.trim();
     if (zone) facts.timezone = zone;
     const subscriber = form.elements.subscriber.value.trim();
-    const request = { facts, ...(subscriber ? { subscriber_id: subscriber } : {}) };
+    const named = !subscriber ? {} : subscriber.includes("@") ? { subscriber_email: subscriber } : { subscriber_id: subscriber };
+    const request = { facts, ...named };
     const answer = await fetch(`${base}/simulate`, { method: "POST", headers, body: JSON.stringify(request) });
     const body = await answer.json().catch(() => null);
     if (!answer.ok || !body?.data) {
