@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from dripstone.analytics.tables import links_in
 from dripstone.db import AccountScope
 from dripstone.drips import campaigns, schemas
 from dripstone.drips.models import DripCampaign
@@ -49,7 +50,14 @@ def builder_data(scope: AccountScope, viewer: Viewer, campaign: DripCampaign) ->
     return {
         "graph": json.loads(campaign.nodes),
         "mailings": [
-            {"id": m.uuid, "subject": m.subject, "url": f"/mailings/{m.uuid}"} for m in mailings
+            {
+                "id": m.uuid,
+                "subject": m.subject,
+                "url": f"/mailings/{m.uuid}",
+                # Its tracked links, as written: what a "clicked" condition can name.
+                "links": list(dict.fromkeys(links_in(m.html_part).values())),
+            }
+            for m in mailings
         ],
         "lists": [{"id": lst.uuid, "name": lst.name} for lst in lists.all_lists(scope)],
         "time_zones": time_zones(),

@@ -151,6 +151,10 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     page.get_by_role("button", name="Condition", exact=True).click()
     panel(page).get_by_label("Check").select_option("clicked")
     expect(panel(page).get_by_label("Email step")).to_have_value("email_1")
+    # The link can be picked among the chosen email's links.
+    link = panel(page).get_by_label("Link (optional)")
+    offered = link.evaluate("box => [...box.list.options].map((o) => o.value)")
+    assert offered == ["https://shop.example.com/sale", "https://blog.example.com/post?id=1"]
     page.get_by_role("button", name="Email", exact=True).click()  # on "yes", the free handle
     panel(page).get_by_label("Mailing").select_option(label="Three tips")
     # A step added with nothing selected stands alone; drag the "no" handle onto it.

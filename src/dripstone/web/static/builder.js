@@ -378,7 +378,7 @@ function panelShape() {
   const d = node?.data ?? {};
   return JSON.stringify([
     selected, graph.nodes.map((n) => [n.id, n.type]), graph.edges,
-    node && [d.check, d.do, NO_VALUE_OPS.includes(d.op), d.campaign_mailing_id],
+    node && [d.check, d.do, NO_VALUE_OPS.includes(d.op), d.campaign_mailing_id, d.node],
   ]);
 }
 
@@ -457,7 +457,14 @@ function renderNodePanel(node) {
     if (d.check === "opened" || d.check === "clicked") {
       const emails = graph.nodes.filter((n) => n.type === "email").map((n) => [n.id, `${n.id}: ${describe(n)}`]);
       add(field("Email step", keyed(select(emails, d.node, (v) => setData(node, "node", v), "— choose an email step —"), "node")));
-      if (d.check === "clicked") add(field("Link (optional)", keyed(input("text", d.url, (v) => setData(node, "url", v.trim())), "url"), "Empty: any link."));
+      if (d.check === "clicked") {
+        // The chosen email's links, to pick from; a link can still be typed.
+        const email = nodeOf(d.node);
+        const links = mailingsById[email?.data?.campaign_mailing_id]?.links ?? [];
+        add(el("datalist", { id: "builder-links" }, ...links.map((href) => el("option", { value: href }))));
+        const hint = links.length ? "Empty: any link. Type, or pick one of the email's links." : "Empty: any link.";
+        add(field("Link (optional)", keyed(input("text", d.url, (v) => setData(node, "url", v.trim()), { list: "builder-links", autocomplete: "off" }), "url"), hint));
+      }
     } else if (d.check === "field") {
       add(field("Field", keyed(input("text", d.name, (v) => setData(node, "name", v.trim())), "name"), "email, first_name, last_name, phone_number or custom.<name>"));
       add(field("Test", keyed(select(Object.entries(OPS), d.op, (v) => setData(node, "op", v)), "op")));
