@@ -19,7 +19,7 @@ from dripstone.web import drips as drip_pages
 from tests.conftest import Api
 from tests.drips.conftest import run_tick, settings, smtp_server
 from tests.drips.helpers import create, edge, graph, node, start
-from tests.mailings.helpers import add_subscribers, make_list, make_mailing, ok
+from tests.mailings.helpers import add_subscribers, make_list, make_mailing, ok, subscriber_id
 from tests.web.conftest import Team, csrf_of, make_team
 
 __all__ = ["run_tick", "settings", "smtp_server"]
@@ -170,6 +170,42 @@ def test_the_list_shows_each_campaign_with_its_state_and_counts(
         re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
     ]
     assert cells[:5] == ["started", "News", "existing", "2", "0"]
+
+
+def test_the_list_counts_waiting_as_the_drawing_does_and_the_api_counts_at_once(
+    client: TestClient,
+    team: Team,
+    signed_in: Callable[[Role], TestClient],
+    run_tick: Callable[[], None],
+    manual_clock: clock.ManualClock,
+) -> None:
+    api = team_api(client, team)
+    campaign_id = branching_campaign(api)
+    run_tick()
+    alex = subscriber_id(api, "alex@example.com")
+    ok(api.post("/subscriptions/unsubscribe", {"subscriber_ids": [alex]}))  # global opt-out
+    viewer = signed_in(Role.VIEWER)
+
+    def listed() -> list[str]:
+        page = viewer.get("/drips").text
+        row = re.search(rf'<a href="/drips/{campaign_id}">Onboarding</a>(.*?)</tr>', page, re.S)
+        assert row is not None, page
+        found = re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
+        return [re.sub(r"<[^>]+>", "", c).strip() for c in found][3:5]
+
+    # Alex waits at the delay until the runner takes them out, at their next step: the list
+    # says what the drawing says; the API's subscriber_count leaves them out at once.
+    assert listed() == ["2", "0"]
+    assert "in 2 · waiting 2 · done 0" in viewer.get(f"/drips/{campaign_id}").text
+    assert (
+        ok(api.get(f"/drip_campaigns/{campaign_id}"))["data"]["attributes"]["subscriber_count"] == 1
+    )
+    manual_clock.advance(timedelta(days=1, minutes=1))
+    run_tick()
+    run_tick()
+    viewer = signed_in(Role.VIEWER)  # a day without a request ended the session
+    # Blake did not open the welcome: out at "bye", completed; Alex left, not completed.
+    assert listed() == ["0", "1"]
 
 
 def test_enrollments_are_paged_by_subscriber_and_every_one_is_shown_once(

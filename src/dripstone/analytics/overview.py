@@ -68,12 +68,13 @@ def month(scope: AccountScope, today: date | None = None) -> Month:
 def overview(scope: AccountScope) -> Overview:
     """The overview of the account: a fixed handful of indexed queries whatever its size
     (the latest sends by the (account, id) index, their counters by key, the daily counters
-    by key range; drip campaign counts use the enrollments' (campaign, state, node) index)."""
+    by key range; drip campaign counts read their kept step counters and the enrollments'
+    (campaign, state, node) index)."""
     sends = mailings.list_sends(scope, items=RECENT_SENDS, page=1)
     totals = counters.send_totals_by_id(scope.session, scope.account_id, [s.id for s in sends])
     found = campaigns.list_campaigns(scope, search=None, order_by="updated_at", order="desc")
     shown = found[:DRIPS_SHOWN]
-    counts = report.counts(scope.session, [c.id for c in shown])
+    counts = report.step_counts(scope.session, [c.id for c in shown])
     return Overview(
         sends=[RecentSend(s, totals[s.id]) for s in sends],
         drips=[DripSummary(c, *counts[c.id]) for c in shown],

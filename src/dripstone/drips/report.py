@@ -21,6 +21,7 @@ from dripstone.drips.graph import (
 from dripstone.drips.models import (
     DripCampaign,
     DripEnrollment,
+    DripNodeCounter,
     DripNodeVisit,
     EnrollmentState,
 )
@@ -91,6 +92,37 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
     found = dict.fromkeys(campaign_ids, (0, 0))
     for cid, n in waiting:
         found[cid] = (n, found[cid][1])
+    for cid, n in completed:
+        found[cid] = (found[cid][0], n)
+    return found
+
+
+def step_counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Per campaign: (waiting at its steps, completed), as its drawing counts them: the kept
+    counters' waiting (everyone at a step until the runner takes them on, as `node_counts`)
+    and the completed enrollments by the (campaign, state, node) index. The dashboard's lists
+    read these: as cheap on a million enrollments as on ten, where `counts` reads every
+    active enrollment."""
+    if not campaign_ids:
+        return {}
+    waiting = session.execute(
+        select(
+            DripNodeCounter.drip_campaign_id, func.coalesce(func.sum(DripNodeCounter.waiting), 0)
+        )
+        .where(DripNodeCounter.drip_campaign_id.in_(campaign_ids))
+        .group_by(DripNodeCounter.drip_campaign_id)
+    ).all()
+    completed = session.execute(
+        select(DripEnrollment.drip_campaign_id, func.count())
+        .where(
+            DripEnrollment.drip_campaign_id.in_(campaign_ids),
+            DripEnrollment.state == EnrollmentState.COMPLETED,
+        )
+        .group_by(DripEnrollment.drip_campaign_id)
+    ).all()
+    found = dict.fromkeys(campaign_ids, (0, 0))
+    for cid, n in waiting:
+        found[cid] = (int(n), found[cid][1])
     for cid, n in completed:
         found[cid] = (found[cid][0], n)
     return found

@@ -86,7 +86,7 @@ def campaigns_page(
     """The list of campaigns, with the form that starts one from a template (for editors)."""
     scope = viewer.scope(session)
     found = campaigns.list_campaigns(scope, search=None, order_by="created_at", order="desc")
-    counts = report.counts(session, [c.id for c in found])
+    counts = report.step_counts(session, [c.id for c in found])
     lists = _list_names(scope, ids={c.subscription_list_id for c in found})
     rows = [
         {
