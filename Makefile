@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest-xdist workers; many tests wait on real processes and servers, not on the CPU.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 .PHONY: serve test lint format bench clean vendor
 

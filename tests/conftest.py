@@ -33,12 +33,40 @@ BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
+# The modules whose tests take longest (tens of seconds each: real processes, leases running
+# out, fuzzing), longest first.
+LONGEST_FIRST = (
+    "test_topology.py",
+    "drips/test_drip_crash.py",
+    "mailings/test_send_crash.py",
+    "jobs/test_worker_crash.py",
+    "test_cli.py",
+    "drips/test_runner.py",
+    "test_api_fuzz.py",
+)
+
+
+def _start_order(item: pytest.Item) -> int:
+    """Where a test starts: the modules of LONGEST_FIRST in their order, then the other slow
+    tests (real processes, fuzzing), then the rest, and the browser tests last of all: their
+    Playwright, kept for the session, holds an event loop on the main thread, where the
+    tests that call asyncio.run can run no more."""
+    path = item.path.as_posix()
+    if "/tests/web/browser/" in path:
+        return len(LONGEST_FIRST) + 2
+    for place, module in enumerate(LONGEST_FIRST):
+        if path.endswith(f"/tests/{module}"):
+            return place
+    return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests (real processes, fuzzing) first, each backend's in their usual order:
-    with xdist the workers share them out at the start instead of one worker running the
-    last of them alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The long tests first, each module's in their usual order. xdist (handing tests out one
+    at a time: `--maxschedchunk=1`) then shares them out at the start instead of one worker
+    running the last of them alone at the end. The backends' tests are interleaved, which
+    costs nothing: each backend's database is migrated once a session (`migrated`)."""
+    items.sort(key=_start_order)
 
 
 def _postgres_schema_url(schema: str) -> str:
@@ -46,27 +74,59 @@ def _postgres_schema_url(schema: str) -> str:
     return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A freshly migrated database for this test session (a private schema on PostgreSQL)."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("sqlite") / "dripstone.db"
+class Migrated:
+    """The session's migrated databases, one a backend, each made when first asked for and
+    kept to the session's end: tests of the two backends may come in any order."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.urls: dict[str, str] = {}
+        self.schemas: list[str] = []
+
+    def url(self, backend: str) -> str:
+        if backend not in self.urls:
+            self.urls[backend] = self._sqlite() if backend == "sqlite" else self._postgres()
+        return self.urls[backend]
+
+    def _sqlite(self) -> str:
+        path = self.tmp_path_factory.mktemp("sqlite") / "dripstone.db"
         url = f"sqlite:///{path}"
         migrations.upgrade(url)
-        yield url
-        return
-    schema = f"dripstone_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = _postgres_schema_url(schema).replace("postgresql://", "postgresql+psycopg://", 1)
-    migrations.upgrade(url)
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+        return url
+
+    def _postgres(self) -> str:
+        """A private schema of the test database, freshly migrated."""
+        schema = f"dripstone_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+        self.schemas.append(schema)
+        url = _postgres_schema_url(schema).replace("postgresql://", "postgresql+psycopg://", 1)
+        migrations.upgrade(url)
+        return url
+
+    def drop(self) -> None:
+        if not self.schemas:
+            return
+        admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.begin() as conn:
+            for schema in self.schemas:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
+    databases = Migrated(tmp_path_factory)
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, migrated: Migrated) -> str:
+    """A freshly migrated database for this test session (a private schema on PostgreSQL)."""
+    return migrated.url(request.param)
 
 
 # Every sequence of the test's schema starts again at 1, as after a fresh migration.

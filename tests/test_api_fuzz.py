@@ -16,6 +16,7 @@ DRIPSTONE_FUZZ_EXAMPLES=200 DRIPSTONE_FUZZ_RANDOM=1 pytest tests/test_api_fuzz.p
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from fastapi import FastAPI
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -234,11 +236,44 @@ def _use_real_ids(schema: schemathesis.BaseSchema, seed: Seeded) -> None:
 # --- the run ---------------------------------------------------------------------------------
 
 
+# The operations are fuzzed a resource (the path's first part after the account) at a time,
+# each resource a test of its own with its own seeded database, so that xdist workers share
+# the run instead of one worker carrying all of it. Every operation is in one of them:
+# test_every_operation_is_fuzzed_under_one_of_the_resources.
+RESOURCES = (
+    "subscribers",
+    "subscribers_bulk_create",
+    "subscribers_bulk_delete",
+    "subscriber_custom_field_types",
+    "subscribers_import",
+    "subscription_lists",
+    "subscriptions",
+    "dynamic_lists",
+    "campaign_mailings",
+    "campaign_mailings_bulk_delete",
+    "campaign_mailing_sends",
+    "campaign_mailing_schedules",
+    "drip_campaigns",
+    "jobs",
+    "analytics",
+    "tracking_links",
+    "audit_events",
+)
+ORCA = "/v1/orca/{username}/"
+
+
+@pytest.fixture
+def fuzzed_resource(request: pytest.FixtureRequest) -> str:
+    resource: str = request.param
+    return resource
+
+
 @pytest.fixture
 def fuzz_schema(
-    request: pytest.FixtureRequest, api: Api, seeded: Seeded
+    request: pytest.FixtureRequest, api: Api, seeded: Seeded, fuzzed_resource: str
 ) -> Iterator[schemathesis.BaseSchema]:
-    """The app's own OpenAPI document, called in-process as `acme` with its key."""
+    """The app's own OpenAPI document, called in-process as `acme` with its key: the
+    operations of `fuzzed_resource` (the others are turned off)."""
     label_node_for_schemathesis(request)
     config = bounded_config(
         api.key,
@@ -247,6 +282,12 @@ def fuzz_schema(
         deterministic=DETERMINISTIC,
         # The orca copies of the routes reach the same handlers, as the key's account.
         parameters={"path.username": api.username},
+        operations=[
+            {
+                "exclude-path-regex": f"^{re.escape(ORCA + fuzzed_resource)}(/|$)",
+                "enabled": False,
+            }
+        ],
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app, config=config)
     _use_real_ids(schema, seeded)
@@ -265,9 +306,17 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema").include(path_regex=r"^/
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fuzzed_resource", RESOURCES, indirect=True)
 @schema.parametrize()
 def test_api_conforms_to_its_openapi_document(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(checks=CHECKS)
+
+
+def test_every_operation_is_fuzzed_under_one_of_the_resources(shared_app: FastAPI) -> None:
+    paths = [path for path in shared_app.openapi()["paths"] if path.startswith("/v1/orca/")]
+    assert paths
+    unfuzzed = [path for path in paths if path.removeprefix(ORCA).split("/")[0] not in RESOURCES]
+    assert unfuzzed == []
 
 
 # --- what the fuzzing found, pinned ----------------------------------------------------------

@@ -44,6 +44,7 @@ from dripstone.subscribers.importing import configure_imports
 from dripstone.tracking import api as tracking_api
 from dripstone.tracking import writer as tracking_writer
 from dripstone.tracking.api import router as tracking_router
+from dripstone.users import service as users
 from dripstone.web import errors as web_errors
 from dripstone.web import imports as web_imports
 from dripstone.web.app import include_dashboard
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, run_consumer: bool = False) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         consumer, ticker, heartbeat = None, None, None
+        # Before the first sign-in: an unknown address is refused as slowly as a wrong password.
+        users.prepare_unknown_user_hash()
         tracking_writer.start(db.database())
         if run_consumer:
             jobs_tasks.optimize_database.call_local()

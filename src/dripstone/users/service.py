@@ -25,8 +25,10 @@ GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
 
 _hasher = PasswordHasher()
 # Checked against when no user has the address, so that an unknown address takes as long
-# to refuse as a wrong password: made by the current hasher, at its cost.
-_unknown_user_hash = _hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
+# to refuse as a wrong password: made by the current hasher, at its cost. Made when first
+# needed (`prepare_unknown_user_hash`), not at import: a hash costs as much as a sign-in, and
+# most processes that import this (workers, most commands) never check a password.
+_unknown_user_hash: str | None = None
 
 
 class Action(StrEnum):
@@ -52,8 +54,19 @@ def use_hasher(hasher: PasswordHasher) -> PasswordHasher:
     returns the previous one."""
     global _hasher, _unknown_user_hash
     previous, _hasher = _hasher, hasher
-    _unknown_user_hash = hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
+    _unknown_user_hash = None
+    prepare_unknown_user_hash()
     return previous
+
+
+def prepare_unknown_user_hash() -> str:
+    """The hash an unknown address is checked against, made now if not yet. A server calls
+    this as it starts, so that even its first refusal of an unknown address takes as long as
+    that of a wrong password."""
+    global _unknown_user_hash
+    if _unknown_user_hash is None:
+        _unknown_user_hash = _hasher.hash(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))
+    return _unknown_user_hash
 
 
 def generate_password() -> str:
@@ -188,7 +201,7 @@ def verify_password(session: Session, email: str, password: str) -> User | None:
     current ones is rehashed on success (the caller commits)."""
     address = email.strip().lower()
     user = session.scalars(select(User).where(User.email == address)).first()
-    stored = user.password_hash if user is not None else _unknown_user_hash
+    stored = user.password_hash if user is not None else prepare_unknown_user_hash()
     try:
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
