@@ -19,7 +19,7 @@ serve: $(STAMP)  ## migrate, then serve the API on http://127.0.0.1:8000 (embedd
 	$(BIN)/dripstone serve
 
 test: $(STAMP) lint  ## the whole suite (PostgreSQL too when DRIPSTONE_TEST_POSTGRES_URL is set)
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --maxschedchunk=1
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

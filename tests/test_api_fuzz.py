@@ -246,6 +246,7 @@ RESOURCES = (
     "subscribers_bulk_delete",
     "subscriber_custom_field_types",
     "subscribers_import",
+    "subscribers_uploads",
     "subscription_lists",
     "subscriptions",
     "dynamic_lists",
