@@ -177,9 +177,13 @@ def test_a_welcome_series_built_with_the_mouse_is_what_the_api_reads(
     assert page.evaluate(LEAVING)  # leaving the page now asks first
     session.screenshot("drip-builder-mouse-built")
 
+    expect(page.locator("#steps tbody tr")).to_have_count(1)  # the draft as it was opened
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#builder-status")).to_have_text("Saved")
     assert not page.evaluate(LEAVING)
+    # The table under the drawing lists the steps just saved.
+    expect(page.locator("#steps tbody tr")).to_have_count(6)
+    expect(page.locator("#step-email_3")).to_contain_text("Did you see this?")
     saved = stored(api, campaign_id)
     assert structure(saved) == welcome_series(mailings)
     moved = next(n for n in saved["nodes"] if n["id"] == "email_3")

@@ -672,6 +672,7 @@ async function save() {
     shownShape = null;
     statusLine.dataset.saved = "Saved";
     showProblems([]);
+    refreshStepsTable();
     return;
   }
   const found = body?.errors ?? [{ node_id: null, message: `Not saved: the server answered ${answer.status}.` }];
@@ -844,6 +845,19 @@ window.addEventListener("beforeunload", (event) => {
     event.returnValue = "";
   }
 });
+
+// The table of steps under the drawing, as the server draws it for the graph just saved.
+async function refreshStepsTable() {
+  try {
+    const answer = await fetch(window.location.pathname, { headers: { accept: "text/html" } });
+    if (!answer.ok || answer.redirected) return;
+    const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+    const fresh = page.querySelector("#steps tbody");
+    if (fresh) document.querySelector("#steps tbody")?.replaceWith(document.adoptNode(fresh));
+  } catch {
+    // Offline for a moment: the table catches up on the next visit.
+  }
+}
 
 // Searchable time zones for every wait-until step.
 const zones = el("datalist", { id: "builder-zones" });
