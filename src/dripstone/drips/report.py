@@ -80,21 +80,8 @@ def counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int
             _still_in(),
         )
         .group_by(DripEnrollment.drip_campaign_id)
-    ).all()
-    completed = session.execute(
-        select(DripEnrollment.drip_campaign_id, func.count())
-        .where(
-            DripEnrollment.drip_campaign_id.in_(campaign_ids),
-            DripEnrollment.state == EnrollmentState.COMPLETED,
-        )
-        .group_by(DripEnrollment.drip_campaign_id)
-    ).all()
-    found = dict.fromkeys(campaign_ids, (0, 0))
-    for cid, n in waiting:
-        found[cid] = (n, found[cid][1])
-    for cid, n in completed:
-        found[cid] = (found[cid][0], n)
-    return found
+    )
+    return _by_campaign(campaign_ids, dict(waiting.all()), _completed(session, campaign_ids))
 
 
 def step_counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
@@ -106,26 +93,29 @@ def step_counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, tupl
     if not campaign_ids:
         return {}
     waiting = session.execute(
-        select(
-            DripNodeCounter.drip_campaign_id, func.coalesce(func.sum(DripNodeCounter.waiting), 0)
-        )
+        select(DripNodeCounter.drip_campaign_id, func.sum(DripNodeCounter.waiting))
         .where(DripNodeCounter.drip_campaign_id.in_(campaign_ids))
         .group_by(DripNodeCounter.drip_campaign_id)
-    ).all()
-    completed = session.execute(
+    )
+    return _by_campaign(campaign_ids, dict(waiting.all()), _completed(session, campaign_ids))
+
+
+def _completed(session: Session, campaign_ids: Sequence[int]) -> dict[int, int]:
+    found = session.execute(
         select(DripEnrollment.drip_campaign_id, func.count())
         .where(
             DripEnrollment.drip_campaign_id.in_(campaign_ids),
             DripEnrollment.state == EnrollmentState.COMPLETED,
         )
         .group_by(DripEnrollment.drip_campaign_id)
-    ).all()
-    found = dict.fromkeys(campaign_ids, (0, 0))
-    for cid, n in waiting:
-        found[cid] = (int(n), found[cid][1])
-    for cid, n in completed:
-        found[cid] = (found[cid][0], n)
-    return found
+    )
+    return dict(found.all())
+
+
+def _by_campaign(
+    campaign_ids: Sequence[int], waiting: dict[int, int], completed: dict[int, int]
+) -> dict[int, tuple[int, int]]:
+    return {cid: (int(waiting.get(cid) or 0), completed.get(cid, 0)) for cid in campaign_ids}
 
 
 def node_counts(scope: AccountScope, campaign: DripCampaign) -> list[dict[str, Any]]:
