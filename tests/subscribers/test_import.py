@@ -5,13 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from dripstone import db
 from dripstone.subscribers import importing
 from dripstone.subscribers.models import CustomFieldValue
 from tests.conftest import Api, make_account
+from tests.processes import wait_until
 from tests.subscribers.helpers import (
     add_list,
     add_subscriber,
@@ -344,3 +350,41 @@ def test_an_upload_no_mapping_can_import_is_refused_and_not_kept(api: Api) -> No
     response = send_upload(api, "email,name\nann@example.com\n")
     assert_error(response, 422, field="file")
     assert "line 2" in response.json()["error"]
+
+
+# A process that starts the reader, prints the reader's pid, then waits to be killed.
+STARTS_A_READER = """
+import multiprocessing, sys, time
+if __name__ == "__main__":
+    from dripstone.subscribers import importing
+    reader = importing._reading_process()
+    print(reader.submit(__import__("os").getpid).result(timeout=60), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\\nState:\\tZ" not in status  # a zombie has ended
+
+
+def test_the_reader_process_ends_when_the_process_that_started_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: there is no reader process")
+    script = tmp_path / "starts_a_reader.py"
+    script.write_text(STARTS_A_READER)
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        reader_pid = int(server.stdout.readline())
+        assert reader_pid != server.pid
+        assert _alive(reader_pid)
+    finally:
+        server.kill()
+        server.wait()
+    wait_until(lambda: not _alive(reader_pid), "the reader process ending", timeout=30)

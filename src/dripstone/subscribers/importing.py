@@ -401,9 +401,19 @@ _ahead_lock = threading.Lock()
 _AHEAD_JOBS = 4
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C stops the server, which stops the reader; the reader itself need not say so.
+def _start_reader() -> None:
+    """In the reader process: Ctrl-C stops the server, which stops the reader, so the reader
+    itself need not say so; and the reader ends with the process that started it, however
+    that ends (a server stopped by a signal, or killed, runs no exit handlers to stop it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
+
+
+def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(0)
 
 
 def _reading_process() -> ProcessPoolExecutor | None:
@@ -415,7 +425,7 @@ def _reading_process() -> ProcessPoolExecutor | None:
             _reader_process = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_interrupts,
+                initializer=_start_reader,
             )
         return _reader_process
 
