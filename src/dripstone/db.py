@@ -170,9 +170,8 @@ def among(dialect: Dialect, column: Any, ids: Sequence[int]) -> ColumnElement[bo
     """`column IN ids` with the ids bound as one value (a JSON array on SQLite, an array on
     PostgreSQL): any number of them, and nothing compiled per id.
 
-    Drive a query on a table by its ids with this alone, not beside `account_id = ?`: with
-    no statistics, SQLite takes the account's index for the more selective term, and scans
-    the whole account for each query."""
+    Beside it, the account's condition goes as `owned_by`, not as a plain `account_id = ?`,
+    which SQLite with no statistics would take as the way in."""
     clause: ColumnElement[bool]
     if dialect.name == "postgresql":
         clause = column == any_(literal(list(ids), ARRAY(BigInteger())))

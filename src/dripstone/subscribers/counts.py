@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, event, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
-from dripstone.db import among
+from dripstone.db import among, owned_by
 from dripstone.subscribers.models import ListCount, Subscriber, Subscription, SubscriptionList
 from dripstone.subscribers.rows import chunks
 
@@ -85,7 +85,10 @@ def _shares(
     if not subscriber_ids:
         return shares
     everyone = _default_list_id(connection, account_id)
-    ids = among(connection.dialect, Subscriber.id, subscriber_ids)
+    ids = and_(
+        owned_by(connection.dialect, Subscriber, account_id),
+        among(connection.dialect, Subscriber.id, subscriber_ids),
+    )
     members, reachable = connection.execute(select(func.count(), _reached()).where(ids)).one()
     shares.members[everyone] += members
     shares.reachable[everyone] += reachable
